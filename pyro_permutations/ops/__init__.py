@@ -1,0 +1,47 @@
+"""Tensor operations on permutations, matchings and doubly-stochastic matrices.
+
+Convention, everywhere in this library: a permutation of ``N`` items is a long tensor ``perm``
+of shape ``(..., N)`` where ``perm[i] = j`` means row ``i`` goes to column ``j``; its matrix has
+``P[..., i, perm[i]] = 1``.
+"""
+
+from pyro_permutations.ops.distances import (
+    cayley_distance,
+    footrule_distance,
+    hamming_distance,
+    kendall_distance,
+    kendall_tau,
+)
+from pyro_permutations.ops.gumbel import sample_gumbel
+from pyro_permutations.ops.matching import matching
+from pyro_permutations.ops.permutations import (
+    all_permutations,
+    compose_perms,
+    invert_perm,
+    matrix_to_perm,
+    perm_to_matrix,
+    perm_to_rank,
+    rank_to_perm,
+)
+from pyro_permutations.ops.sinkhorn import SinkhornInfo, log_sinkhorn, marginal_error, sinkhorn
+
+__all__ = [
+    "SinkhornInfo",
+    "all_permutations",
+    "cayley_distance",
+    "compose_perms",
+    "footrule_distance",
+    "hamming_distance",
+    "invert_perm",
+    "kendall_distance",
+    "kendall_tau",
+    "log_sinkhorn",
+    "marginal_error",
+    "matching",
+    "matrix_to_perm",
+    "perm_to_matrix",
+    "perm_to_rank",
+    "rank_to_perm",
+    "sample_gumbel",
+    "sinkhorn",
+]

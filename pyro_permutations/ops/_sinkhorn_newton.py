@@ -1,0 +1,134 @@
+"""Solving the Sinkhorn problem to a tolerance: Newton's method with temperature scaling.
+
+The Sinkhorn limit ``S(Y) = diag(e^f) e^Y diag(e^g)`` maximises the concave dual
+
+.. math::
+
+    \\phi(f) = \\sum_i f_i + \\sum_j g_j(f), \\qquad
+    g_j(f) = -\\log \\sum_i e^{Y_{ij} + f_i},
+
+whose gradient is ``1 - r`` (``r`` the row sums of ``P = diag(e^f) e^Y diag(e^g)``, whose
+columns sum to one by the choice of ``g``) and whose negative Hessian is
+``H = diag(r) - P P^T`` (positive semi-definite, null vector ``1``). Plain Sinkhorn is a
+diagonal approximation of Newton's step ``d = H^{-1} (1 - r)``; the plain loop needs about
+1,100-1,600 sweeps at temperature 0.1 and does not finish at 0.01. Newton with an Armijo
+line search converges quadratically: about 5-20 steps at temperature 0.1, each costing one
+``(N, N)`` batched solve [Brauer et al. 2017].
+
+Temperature scaling (epsilon-scaling): when the scores span a large range (low temperature),
+the problem is first solved for ``s Y`` with a small ``s`` and the solution is used as the start
+for ``kappa s Y``, until ``s = 1``. The iterate is kept absorbed, ``Y <- log P``, so that
+rescaling is a multiplication of ``log P`` by ``kappa`` (the potentials scale with it), and
+so that late, small corrections are not lost to float32 rounding against large potentials.
+
+If the Newton system is numerically singular, or the line search fails, the step falls back
+to the Sinkhorn row normalisation ``d = -log r``, which never increases ``phi``'s gap.
+
+References:
+
+Brauer, Clason, Lorenz, Wirth. A Sinkhorn-Newton method for entropic optimal transport.
+arXiv:1710.06635, 2017. Schmitzer. Stabilized sparse scaling algorithms for entropy regularized
+transport problems. SIAM J. Sci. Comput. 2019 (epsilon-scaling and absorption).
+"""
+
+import torch
+
+#: Scores are first scaled so that their range within one matrix is at most this.
+START_SPREAD = 16.0
+#: Factor by which the scale grows between stages.
+KAPPA = 4.0
+#: Marginal error at which an intermediate stage is considered solved.
+STAGE_TOL = 0.1
+#: Halvings tried by the line search before falling back to a Sinkhorn step.
+MAX_HALVINGS = 30
+#: Armijo constant.
+ARMIJO = 1e-4
+
+
+def _normalize_cols(y):
+    return y - torch.logsumexp(y, dim=-2, keepdim=True)
+
+
+def _spread(y):
+    finite = torch.isfinite(y)
+    hi = torch.where(finite, y, -torch.inf).amax(dim=(-2, -1))
+    lo = torch.where(finite, y, torch.inf).amin(dim=(-2, -1))
+    return hi - lo
+
+
+def _newton_direction(p, r):
+    """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element."""
+    n = p.shape[-1]
+    eps = torch.finfo(p.dtype).eps
+    h = torch.diag_embed(r) - p @ p.transpose(-1, -2)
+    h = h + (1.0 / n) + 100 * eps * torch.eye(n, dtype=p.dtype, device=p.device)
+    grad = 1 - r
+    d, info = torch.linalg.solve_ex(h, grad.unsqueeze(-1))
+    d = d.squeeze(-1)
+    ok = (info == 0) & torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
+    return torch.where(ok[:, None], d, -torch.log(r))
+
+
+def _line_search(y, d, slope):
+    """Largest ``t = 2^-k`` with ``phi(t d) >= ARMIJO t slope``; ``phi(0) = 0`` here.
+
+    ``phi`` is a sum of ``2 N`` terms of order one, so the test allows for their rounding.
+    """
+    batch, n, _ = y.shape
+    noise = 4 * n * torch.finfo(y.dtype).eps
+    t = y.new_ones(batch)
+    accepted = torch.zeros(batch, dtype=torch.bool, device=y.device)
+    for _ in range(MAX_HALVINGS):
+        f = t[:, None] * d
+        phi = f.sum(-1) - torch.logsumexp(y + f[:, :, None], dim=-2).sum(-1)
+        accepted = accepted | (phi >= ARMIJO * t * slope - noise)
+        if accepted.all():
+            break
+        t = torch.where(accepted, t, 0.5 * t)
+    return t, accepted
+
+
+def newton_solve(y, tol, max_iter):
+    """Solve ``S(y)`` for ``y`` of shape ``(B, N, N)`` to marginal error ``tol``.
+
+    Returns ``(log_p, iterations, error)``: ``log_p`` of shape ``(B, N, N)`` with columns
+    normalised exactly and rows to within ``error``; ``iterations`` counts Newton (or fallback)
+    steps, stage changes included.
+    """
+    batch = y.shape[0]
+    out = torch.empty_like(y)
+    iterations = torch.zeros(batch, dtype=torch.long, device=y.device)
+    errors = torch.empty(batch, dtype=y.dtype, device=y.device)
+
+    # The schedule is a constant of the computation: no gradient flows through it.
+    scale = (START_SPREAD / _spread(y.detach()).clamp(min=1e-30)).clamp(max=1.0)
+    y = _normalize_cols(y * scale[:, None, None])
+    idx = torch.arange(batch, device=y.device)
+    it = 0
+    while True:
+        p = torch.exp(y)
+        r = p.sum(-1)
+        err = (r - 1).abs().amax(-1)
+        final = scale >= 1
+        done = (final & (err <= tol)) | (it >= max_iter)
+        if done.any():
+            finished = idx[done]
+            out[finished] = y[done]
+            iterations[finished] = it
+            errors[finished] = err[done]
+            keep = ~done
+            if not keep.any():
+                break
+            y, p, r, err, scale, final, idx = (t[keep] for t in (y, p, r, err, scale, final, idx))
+        # Newton step for every element; those whose stage is solved move to the next scale.
+        d = _newton_direction(p, r)
+        t, ok = _line_search(y, d, ((1 - r) * d).sum(-1))
+        # A failed line search takes the plain Sinkhorn step instead.
+        d = torch.where(ok[:, None], t[:, None] * d, -torch.log(r))
+        advance = ~final & (err <= STAGE_TOL)
+        kappa = torch.where(advance, torch.clamp(1.0 / scale, max=KAPPA), 1.0)
+        y = torch.where(advance[:, None, None], y * kappa[:, None, None], y + d[:, :, None])
+        y = _normalize_cols(y)
+        scale = torch.where(kappa * scale >= 1 - 1e-6, 1.0, kappa * scale)
+        it += 1
+    return out, iterations, errors

@@ -1,0 +1,91 @@
+"""Argument checks shared by the tensor operations.
+
+Every check raises :class:`ValueError` (or :class:`TypeError` for a non-tensor) whose message
+names the argument, says what is wrong and what to do instead.
+"""
+
+import torch
+
+#: Largest ``n`` for which all ``n!`` permutations are enumerated (``10! = 3,628,800`` rows).
+MAX_ENUMERATE_N = 10
+
+
+def check_tensor(x, name):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+
+
+def check_floating(x, name):
+    """``x`` is a real floating-point tensor."""
+    check_tensor(x, name)
+    if not x.dtype.is_floating_point:
+        raise ValueError(
+            f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}; "
+            f"convert it with {name}.double() or {name}.float()"
+        )
+
+
+def check_square(x, name):
+    """``x`` has shape ``(..., N, N)`` with ``N >= 1``."""
+    check_tensor(x, name)
+    if x.dim() < 2 or x.shape[-1] != x.shape[-2] or x.shape[-1] == 0:
+        raise ValueError(
+            f"{name} must have shape (..., N, N) with N >= 1 (a batch of square matrices), "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+def check_no_nan(x, name):
+    """``x`` holds no NaN."""
+    if torch.isnan(x).any():
+        raise ValueError(f"{name} contains NaN; check the computation that produced it")
+
+
+def check_scores(x, name, allow_neg_inf=False):
+    """``x`` is a floating batch of square score matrices without NaN or ``+inf``.
+
+    ``-inf`` entries (forbidden pairs) are allowed only when ``allow_neg_inf``.
+    """
+    check_floating(x, name)
+    check_square(x, name)
+    check_no_nan(x, name)
+    if torch.isposinf(x).any():
+        raise ValueError(
+            f"{name} contains +inf; scores must be finite (or -inf for forbidden pairs)"
+        )
+    if not allow_neg_inf and torch.isneginf(x).any():
+        raise ValueError(f"{name} contains -inf; this operation needs finite scores")
+
+
+def check_perm(perm, name):
+    """``perm`` has shape ``(..., n)``, an integer dtype, and permutations of 0..n-1."""
+    check_tensor(perm, name)
+    if perm.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(
+            f"{name} must be an integer (long) tensor of shape (..., n), got dtype {perm.dtype}"
+        )
+    if perm.dim() < 1:
+        raise ValueError(
+            f"{name} must have shape (..., n) with at least one dimension, got a scalar"
+        )
+    n = perm.shape[-1]
+    if perm.numel() == 0:
+        return
+    sorted_perm = perm.sort(dim=-1).values
+    expected = torch.arange(n, device=perm.device, dtype=perm.dtype)
+    if not (sorted_perm == expected).all():
+        raise ValueError(
+            f"{name} must hold permutations of 0..{n - 1} along its last axis "
+            f"(each index exactly once), convention perm[i] = j means row i goes to column j"
+        )
+
+
+def check_enumerable(n, name="n"):
+    """``n`` is small enough to enumerate all ``n!`` permutations."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n!r}")
+    if n > MAX_ENUMERATE_N:
+        raise ValueError(
+            f"{name}={n} is too large to enumerate all {name}! permutations "
+            f"(limit {name} <= {MAX_ENUMERATE_N}); use sampling-based estimates instead"
+        )

@@ -1,0 +1,147 @@
+import doctest
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import pyro_permutations.ops.matching as matching_module
+from pyro_permutations.ops.matching import matching
+from pyro_permutations.ops.permutations import all_permutations, perm_to_matrix
+
+FLOAT_DTYPES = [torch.float32, torch.float64]
+NEG_INF = float("-inf")
+
+
+def total_score(scores, perm):
+    """``sum_i scores[..., i, perm[..., i]]``."""
+    return scores.gather(-1, perm.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def brute_force(scores):
+    """Best score and best permutation by enumerating all n! permutations."""
+    n = scores.shape[-1]
+    table = all_permutations(n)  # (n!, n)
+    rows = torch.arange(n)
+    all_scores = scores[..., rows, table].sum(-1)  # (..., n!)
+    best = all_scores.argmax(-1)
+    return all_scores.max(-1).values, table[best]
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@settings(deadline=None, max_examples=20)
+@given(n=st.integers(min_value=1, max_value=6), seed=st.integers(0, 2**31 - 1))
+def test_matches_brute_force(dtype, n, seed):
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(2, 3, n, n, generator=generator, dtype=dtype)
+    perm = matching(scores)
+    assert perm.shape == (2, 3, n) and perm.dtype == torch.long
+    assert (perm.sort(-1).values == torch.arange(n)).all()
+    best_score, best_perm = brute_force(scores.double())
+    torch.testing.assert_close(total_score(scores.double(), perm), best_score)
+    assert torch.equal(perm, best_perm)  # random normal scores: ties have probability zero
+
+
+def test_frobenius_form():
+    # <P, X>_F of the result is the largest over all permutation matrices.
+    scores = torch.randn(5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    best = (perm_to_matrix(matching(scores), dtype=torch.float64) * scores).sum()
+    every = (perm_to_matrix(all_permutations(5), dtype=torch.float64) * scores).sum((-2, -1))
+    assert best == every.max()
+
+
+def test_recovers_planted_permutation():
+    generator = torch.Generator().manual_seed(1)
+    perm = torch.rand(4, 30, generator=generator).argsort(-1)
+    scores = 10 * perm_to_matrix(perm) + torch.rand(4, 30, 30, generator=generator)
+    assert torch.equal(matching(scores), perm)
+
+
+def test_invariant_to_row_and_column_shifts():
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.randn(3, 7, 7, generator=generator, dtype=torch.float64)
+    shifted = scores + torch.randn(3, 7, 1, generator=generator, dtype=torch.float64)
+    shifted = shifted + torch.randn(3, 1, 7, generator=generator, dtype=torch.float64)
+    assert torch.equal(matching(scores), matching(shifted))
+
+
+@pytest.mark.parametrize("shape", [(), (4,), (2, 3), (0,)])
+def test_batch_shapes(shape):
+    scores = torch.randn(shape + (4, 4), generator=torch.Generator().manual_seed(3))
+    perm = matching(scores)
+    assert perm.shape == shape + (4,)
+    for index in itertools.product(*map(range, shape)):
+        assert torch.equal(perm[index], matching(scores[index]))
+
+
+@settings(deadline=None, max_examples=20)
+@given(n=st.integers(min_value=2, max_value=6), seed=st.integers(0, 2**31 - 1))
+def test_forbidden_entries(n, seed):
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(4, n, n, generator=generator, dtype=torch.float64)
+    # Forbid about half the entries but keep one hidden permutation allowed.
+    forbidden = torch.rand(4, n, n, generator=generator) < 0.5
+    hidden = torch.rand(4, n, generator=generator).argsort(-1)
+    forbidden &= ~perm_to_matrix(hidden, dtype=torch.bool)
+    scores = scores.masked_fill(forbidden, NEG_INF)
+    perm = matching(scores)
+    achieved = total_score(scores, perm)
+    assert torch.isfinite(achieved).all()
+    assert not forbidden.gather(-1, perm.unsqueeze(-1)).any()
+    best_score, best_perm = brute_force(scores)
+    torch.testing.assert_close(achieved, best_score)
+    assert torch.equal(perm, best_perm)
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        [[NEG_INF, NEG_INF], [0.0, 0.0]],  # a row with no allowed column
+        [[0.0, NEG_INF, NEG_INF], [0.0, NEG_INF, NEG_INF], [0.0, 0.0, 0.0]],  # Hall violated
+    ],
+)
+def test_infeasible_raises(pattern):
+    scores = torch.tensor(pattern)
+    with pytest.raises(ValueError, match="scores.*no perfect matching"):
+        matching(scores)
+    batch = torch.stack([torch.zeros_like(scores), scores])
+    with pytest.raises(ValueError, match=r"scores\[1\]"):
+        matching(batch)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_requires_grad_and_dtypes(dtype):
+    scores = torch.randn(3, 5, 5, dtype=dtype, requires_grad=True)
+    perm = matching(scores)
+    assert perm.dtype == torch.long and not perm.requires_grad
+    assert torch.equal(perm, matching(scores.detach().double()))
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="scores must have shape"):
+        matching(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="scores must have shape"):
+        matching(torch.zeros(3))
+    with pytest.raises(ValueError, match="scores contains NaN"):
+        matching(torch.tensor([[0.0, float("nan")], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"scores contains \+inf"):
+        matching(torch.tensor([[0.0, float("inf")], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="scores must have a floating-point dtype"):
+        matching(torch.zeros(3, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="scores"):
+        matching([[0.0, 1.0], [1.0, 0.0]])
+
+
+def test_docstring_examples():
+    result = doctest.testmod(matching_module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_cuda(dtype):
+    scores = torch.randn(2, 3, 5, 5, dtype=dtype, device="cuda")
+    perm = matching(scores)
+    assert perm.device.type == "cuda"
+    assert torch.equal(perm.cpu(), matching(scores.cpu()))
