@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: tutorial test lint format install clean
+.PHONY: tutorial test lint format bench bench-quick install clean
 
 tutorial: $(STAMP)
 	$(BIN)/python -m tutorials.demo
@@ -18,6 +18,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/sinkhorn_iterations.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/sinkhorn_iterations.py --quick
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

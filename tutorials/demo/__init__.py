@@ -1,0 +1,1 @@
+"""A short demonstration of the Sinkhorn and matching operators (``python -m tutorials.demo``)."""
