@@ -16,9 +16,9 @@ def check_tensor(x, name):
 
 
 def check_floating(x, name):
-    """``x`` is a real floating-point tensor."""
+    """``x`` is a float32 or float64 tensor (half precision is too coarse for the solvers)."""
     check_tensor(x, name)
-    if not x.dtype.is_floating_point:
+    if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(
             f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}; "
             f"convert it with {name}.double() or {name}.float()"
