@@ -114,6 +114,13 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     finite values and gradients in float32 and float64. ``-inf`` entries are forbidden pairs:
     their probability is exactly zero; some permutation must avoid them all.
 
+    **Tiny entries.** An entry far below machine precision relative to its row and column
+    (``P_ij < eps``, e.g. ``exp(-75)`` beside ``1`` in float64) does not affect any marginal in
+    floating point, so the marginals do not determine its log: ``exp(log_p)`` is right to
+    absolute precision, but ``log_p`` there (and gradients of losses written on those log
+    entries) may be far off, for this solver as for the plain loop. Losses on ``sinkhorn``'s
+    probabilities, or on entries of non-negligible mass, are unaffected.
+
     :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``, floating point, on
         any device; any number of leading batch dimensions.
     :param float tol: marginal error at which to stop (ignored for stopping when ``n_iters``
@@ -154,7 +161,7 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     n = log_alpha.shape[-1]
     y = log_alpha.reshape((-1, n, n))
     if n_iters is not None:
-        log_p = _sweeps(y, n_iters)
+        log_p = _sweeps(y, n_iters) if n_iters > 0 else y.clone()
         iterations = torch.full(batch_shape, n_iters, dtype=torch.long, device=y.device)
     elif y.shape[0] == 0:
         log_p = y.clone()

@@ -364,8 +364,9 @@ def test_infeasible_raises(pattern, n_iters):
         torch.tensor([[0.0, float("inf")], [0.0, 0.0]]),
         torch.zeros(3, 3, dtype=torch.long),
         torch.zeros(3, 3, dtype=torch.int32),
+        torch.zeros(3, 3, dtype=torch.float16),
     ],
-    ids=["not_square", "1d", "0d", "empty_matrix", "nan", "posinf", "long", "int32"],
+    ids=["not_square", "1d", "0d", "empty_matrix", "nan", "posinf", "long", "int32", "float16"],
 )
 @pytest.mark.parametrize("op", [sinkhorn, log_sinkhorn], ids=["sinkhorn", "log_sinkhorn"])
 def test_bad_inputs(op, scores):
@@ -472,7 +473,7 @@ def test_cuda_gradients(dtype, grad):
     weights = torch.randn(4, 5, 5, generator=generator, dtype=dtype)
     grads = []
     for device in ["cpu", "cuda"]:
-        x = scores.to(device).requires_grad_()
+        x = scores.to(device, copy=True).requires_grad_()
         p = sinkhorn(x, grad=grad, tol=TOL[dtype])
         (weights.to(device) * p).sum().backward()
         assert torch.isfinite(x.grad).all() and (x.grad[:2][forbidden.to(device)] == 0).all()
