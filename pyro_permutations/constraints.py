@@ -1,0 +1,78 @@
+"""Constraints for permutation-valued and Birkhoff-valued variables.
+
+Each is its own class so that transforms can be registered for it with
+``torch.distributions.biject_to`` / ``transform_to`` (see :mod:`pyro_permutations.transforms`).
+Convention: ``perm[..., i] = j`` means row ``i`` goes to column ``j``, ``P[..., i, perm[i]] = 1``.
+"""
+
+import torch
+from torch.distributions.constraints import Constraint
+
+__all__ = [
+    "Birkhoff",
+    "Permutation",
+    "PermutationMatrix",
+    "birkhoff",
+    "permutation",
+    "permutation_matrix",
+]
+
+
+class Birkhoff(Constraint):
+    """The Birkhoff polytope: ``(..., N, N)`` non-negative matrices whose rows and columns sum
+    to one (doubly stochastic), checked to within ``atol``.
+
+    The tolerance allows for solvers that stop on a marginal error (``sinkhorn``'s default is
+    ``1e-5``) and for float32 rounding.
+    """
+
+    event_dim = 2
+
+    def __init__(self, atol=1e-4):
+        self.atol = atol
+        super().__init__()
+
+    def check(self, value):
+        if value.dim() < 2 or value.shape[-1] != value.shape[-2]:
+            return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
+        nonneg = (value >= -self.atol).all(-1).all(-1)
+        rows = ((value.sum(-1) - 1).abs() <= self.atol).all(-1)
+        cols = ((value.sum(-2) - 1).abs() <= self.atol).all(-1)
+        return nonneg & rows & cols
+
+    def __repr__(self):
+        return f"{type(self).__name__}(atol={self.atol})"
+
+
+class Permutation(Constraint):
+    """Permutations as integer index vectors ``(..., N)``: each of ``0..N-1`` exactly once."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def check(self, value):
+        if value.dtype.is_floating_point or value.dim() < 1:
+            return torch.zeros(value.shape[:-1], dtype=torch.bool, device=value.device)
+        n = value.shape[-1]
+        expected = torch.arange(n, device=value.device, dtype=value.dtype)
+        return (value.sort(dim=-1).values == expected).all(-1)
+
+
+class PermutationMatrix(Constraint):
+    """Permutation matrices ``(..., N, N)``: 0/1 entries, one 1 in each row and column."""
+
+    is_discrete = True
+    event_dim = 2
+
+    def check(self, value):
+        if value.dim() < 2 or value.shape[-1] != value.shape[-2]:
+            return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
+        binary = ((value == 0) | (value == 1)).all(-1).all(-1)
+        rows = (value.sum(-1) == 1).all(-1)
+        cols = (value.sum(-2) == 1).all(-1)
+        return binary & rows & cols
+
+
+birkhoff = Birkhoff()
+permutation = Permutation()
+permutation_matrix = PermutationMatrix()

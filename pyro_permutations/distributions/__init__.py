@@ -1,0 +1,1 @@
+"""Pyro distributions over permutations and their continuous relaxations."""

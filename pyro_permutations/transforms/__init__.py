@@ -1,0 +1,1 @@
+"""Transforms onto the Birkhoff polytope, registered with torch/Pyro."""
