@@ -1,0 +1,224 @@
+"""The Gumbel-Sinkhorn distribution: a reparameterised relaxation of Gumbel-Matching."""
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+from torch.distributions.kl import register_kl
+
+from pyro_permutations.constraints import birkhoff
+from pyro_permutations.ops import log_sinkhorn, matching, perm_to_matrix, sample_gumbel
+from pyro_permutations.ops._validation import check_scores
+
+__all__ = [
+    "GumbelSinkhorn",
+    "GumbelSinkhornStraightThrough",
+    "attach_scores",
+    "perturbed_scores",
+]
+
+#: Name of the attribute by which a sampled matrix carries its perturbed scores ``Z``
+#: (as Pyro's straight-through distributions carry ``_unquantize``).
+SCORES_ATTR = "_gumbel_sinkhorn_scores"
+
+
+def attach_scores(value, scores):
+    """Mark ``value`` (a matrix ``S(Z)``) as produced from the perturbed scores ``Z``."""
+    setattr(value, SCORES_ATTR, scores)
+    return value
+
+
+def perturbed_scores(value):
+    """The perturbed scores ``Z`` behind a value drawn from a :class:`GumbelSinkhorn`, or
+    ``None`` if ``value`` does not carry them."""
+    return getattr(value, SCORES_ATTR, None)
+
+
+class GumbelSinkhorn(TorchDistribution):
+    """Gumbel-Sinkhorn distribution over the Birkhoff polytope [GS].
+
+    A sample is the Sinkhorn operator applied to Gumbel-perturbed, tempered scores:
+
+    .. math::
+
+        Z = (X + \\epsilon) / \\tau, \\quad \\epsilon_{ij} \\sim \\mathrm{Gumbel}(0, 1)
+        \\text{ iid}, \\qquad P = S(Z),
+
+    so ``P -> M(X + eps)`` (a :class:`GumbelMatching` sample) as ``tau -> 0``. ``P`` is doubly
+    stochastic (rows index items, columns positions: ``P[i, j]`` is the weight of row ``i``
+    going to column ``j``, the convention of ``perm_to_matrix``) and ``rsample`` is
+    reparameterised: gradients flow to ``log_alpha`` and ``temperature`` through the
+    Sinkhorn operator (implicitly differentiated by default).
+
+    **Density.** ``S`` is invariant to adding a constant to a row or a column, so the density
+    of ``P`` itself has no closed form. As in [GS] section 4, the latent variable is the
+    perturbed score matrix ``Z``, with exact density
+
+    .. math::
+
+        \\log q(Z) = \\sum_{ij} \\log \\tau - (\\tau Z_{ij} - X_{ij})
+                     - e^{-(\\tau Z_{ij} - X_{ij})},
+
+    i.e. ``Z_ij ~ Gumbel(loc = X_ij / tau, scale = 1 / tau)``. A matrix drawn by
+    :meth:`rsample` carries its ``Z`` (see :func:`perturbed_scores`), and :meth:`log_prob` of
+    such a matrix is the density of its ``Z``; so a Pyro model with a ``GumbelSinkhorn`` prior
+    and a ``GumbelSinkhorn`` guide gives ``Trace_ELBO`` the ELBO in ``Z``-space, which bounds
+    the ELBO in ``P``-space (data processing), and ``TraceMeanField_ELBO`` the closed-form KL
+    registered below. ``log_prob`` of a bare matrix raises a ``ValueError``.
+
+    :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``; ``-inf`` entries
+        are forbidden pairs (they stay ``-inf`` in ``Z`` and add nothing to the density).
+    :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
+    :param float tol: Sinkhorn's marginal-error tolerance (see :func:`log_sinkhorn`).
+    :param int n_iters: if given, that many plain Sinkhorn sweeps instead (as in [GS]).
+    :param str grad: ``"implicit"`` or ``"unrolled"`` (see :func:`log_sinkhorn`).
+
+    Shapes: ``batch_shape = broadcast(log_alpha.shape[:-2], temperature.shape)``,
+    ``event_shape = (N, N)``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_permutations.distributions import GumbelSinkhorn
+        >>> d = GumbelSinkhorn(torch.zeros(3, 4, 4), temperature=0.5)
+        >>> p = d.rsample()
+        >>> p.shape, bool(torch.allclose(p.sum(-1), torch.ones(3, 4), atol=1e-4))
+        (torch.Size([3, 4, 4]), True)
+        >>> d.log_prob(p).shape
+        torch.Size([3])
+
+    References:
+
+    [GS] Mena, Belanger, Linderman, Snoek. Learning Latent Permutations with Gumbel-Sinkhorn
+    Networks. ICLR 2018, sections 2-4.
+    """
+
+    arg_constraints = {
+        "log_alpha": constraints.independent(constraints.real, 2),
+        "temperature": constraints.positive,
+    }
+    support = birkhoff
+    has_rsample = True
+
+    def __init__(
+        self, log_alpha, temperature, *, tol=1e-5, n_iters=None, grad=None, validate_args=None
+    ):
+        check_scores(log_alpha, "log_alpha", allow_neg_inf=True)
+        if not isinstance(temperature, torch.Tensor):
+            temperature = torch.tensor(temperature, dtype=log_alpha.dtype, device=log_alpha.device)
+        if validate_args is not False and (temperature <= 0).any():
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        batch_shape = torch.broadcast_shapes(log_alpha.shape[:-2], temperature.shape)
+        event_shape = log_alpha.shape[-2:]
+        self.log_alpha = log_alpha.expand(batch_shape + event_shape)
+        self.temperature = temperature.to(log_alpha.dtype).expand(batch_shape)
+        self.tol, self.n_iters, self.grad = tol, n_iters, grad
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(GumbelSinkhorn, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.log_alpha = self.log_alpha.expand(batch_shape + self.event_shape)
+        new.temperature = self.temperature.expand(batch_shape)
+        new.tol, new.n_iters, new.grad = self.tol, self.n_iters, self.grad
+        super(GumbelSinkhorn, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @classmethod
+    def infer_shapes(cls, log_alpha, temperature=()):
+        batch_shape = torch.broadcast_shapes(log_alpha[:-2], temperature)
+        return batch_shape, log_alpha[-2:]
+
+    def _tau(self):
+        return self.temperature[..., None, None]
+
+    def sample_scores(self, sample_shape=torch.Size()):
+        """Draw the perturbed scores ``Z = (X + eps) / tau``, shape ``sample_shape + batch +
+        (N, N)``, differentiable in ``log_alpha`` and ``temperature``."""
+        shape = self._extended_shape(sample_shape)
+        eps = sample_gumbel(shape, dtype=self.log_alpha.dtype, device=self.log_alpha.device)
+        return (self.log_alpha + eps) / self._tau()
+
+    def scores_to_matrix(self, scores):
+        """``S(Z)`` with this distribution's Sinkhorn options, carrying ``Z``."""
+        log_p = log_sinkhorn(scores, tol=self.tol, n_iters=self.n_iters, grad=self.grad)
+        return attach_scores(log_p.exp(), scores)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.scores_to_matrix(self.sample_scores(sample_shape))
+
+    def log_prob_scores(self, scores):
+        """Exact log-density of perturbed scores ``Z`` (shape ``(..., N, N)``), summed over the
+        ``N x N`` entries; entries where ``log_alpha = -inf`` contribute nothing."""
+        tau = self._tau()
+        forbidden = torch.isneginf(self.log_alpha)
+        u = torch.where(forbidden, 0.0, tau * scores - self.log_alpha)
+        per_entry = torch.where(forbidden, 0.0, torch.log(tau) - u - torch.exp(-u))
+        return per_entry.sum((-2, -1))
+
+    def log_prob(self, value):
+        scores = perturbed_scores(value)
+        if scores is None:
+            raise ValueError(
+                "GumbelSinkhorn.log_prob needs the perturbed scores Z behind the matrix: the "
+                "Sinkhorn operator is not invertible (adding a constant to a row or column of Z "
+                "gives the same matrix), so a bare doubly-stochastic matrix has no closed-form "
+                "density ([GS] section 4). Pass a value drawn by GumbelSinkhorn.rsample() (it "
+                "carries its scores), or call log_prob_scores(Z) on the scores directly."
+            )
+        if scores.shape[-2:] != self.event_shape:
+            raise ValueError(
+                f"value carries scores of event shape {tuple(scores.shape[-2:])}, but this "
+                f"GumbelSinkhorn has event shape {tuple(self.event_shape)}"
+            )
+        return self.log_prob_scores(scores)
+
+
+class GumbelSinkhornStraightThrough(GumbelSinkhorn):
+    """:class:`GumbelSinkhorn` with hard samples and relaxed gradients (straight-through).
+
+    ``rsample`` returns the permutation matrix ``M(Z)`` (an exact Gumbel-Matching sample,
+    ``perm_to_matrix(matching(Z))``) in the forward pass, while gradients flow through the
+    relaxed ``S(Z)``, as Pyro's ``RelaxedOneHotCategoricalStraightThrough`` does for
+    categories. ``log_prob`` is the density of the scores ``Z``, as for
+    :class:`GumbelSinkhorn`.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_permutations.distributions import GumbelSinkhornStraightThrough
+        >>> log_alpha = torch.randn(4, 4, requires_grad=True)
+        >>> p = GumbelSinkhornStraightThrough(log_alpha, 0.5).rsample()
+        >>> bool(((p == 0) | (p == 1)).all()), bool((p.sum(0) == 1).all())
+        (True, True)
+        >>> (p * torch.randn(4, 4)).sum().backward()
+        >>> log_alpha.grad.shape
+        torch.Size([4, 4])
+    """
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(GumbelSinkhornStraightThrough, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    def scores_to_matrix(self, scores):
+        soft = super().scores_to_matrix(scores)
+        hard = perm_to_matrix(matching(scores), dtype=soft.dtype)
+        return attach_scores(hard + (soft - soft.detach()), scores)
+
+
+@register_kl(GumbelSinkhorn, GumbelSinkhorn)
+def _kl_gumbel_sinkhorn(q, p):
+    """``KL(q(Z) || p(Z))`` between the perturbed-score laws, in closed form [GS] section 4.
+
+    Per entry, with ``Z ~ Gumbel(X_q / tau_q, 1 / tau_q)`` under ``q`` and
+    ``Gumbel(X_p / tau_p, 1 / tau_p)`` under ``p``, ``r = tau_p / tau_q`` and
+    ``d = tau_p (X_q / tau_q - X_p / tau_p)``:
+    ``KL = log(tau_q / tau_p) + gamma (r - 1) - 1 + d + Gamma(1 + r) exp(-d)``.
+    It upper-bounds the KL between the laws of the matrices ``S(Z)``.
+    """
+    tau_q, tau_p = q._tau(), p._tau()
+    r = tau_p / tau_q
+    d = tau_p * (q.log_alpha / tau_q - p.log_alpha / tau_p)
+    gamma = 0.5772156649015329
+    kl = torch.log(tau_q / tau_p) + gamma * (r - 1) - 1 + d + torch.exp(torch.lgamma(1 + r) - d)
+    return kl.sum((-2, -1))

@@ -1,0 +1,174 @@
+import math
+
+import pytest
+import torch
+from pyro.distributions.testing.gof import multinomial_goodness_of_fit
+from torch.distributions import Gumbel, kl_divergence
+
+from pyro_permutations.constraints import birkhoff, permutation
+from pyro_permutations.distributions import (
+    GumbelMatching,
+    GumbelSinkhorn,
+    GumbelSinkhornStraightThrough,
+    perturbed_scores,
+)
+from pyro_permutations.ops import all_permutations, matching, perm_to_matrix, perm_to_rank
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "alpha_batch, tau_shape, sample_shape",
+    [((), (), ()), ((3,), (), (2,)), ((3,), (3,), ()), ((1, 3), (2, 1), (4,))],
+)
+def test_shapes_and_support(dtype, alpha_batch, tau_shape, sample_shape):
+    torch.manual_seed(0)
+    n = 4
+    log_alpha = torch.randn(alpha_batch + (n, n), dtype=dtype)
+    tau = torch.rand(tau_shape, dtype=dtype) + 0.2
+    d = GumbelSinkhorn(log_alpha, tau)
+    batch = torch.broadcast_shapes(alpha_batch, tau_shape)
+    assert d.batch_shape == batch and d.event_shape == (n, n)
+    assert GumbelSinkhorn.infer_shapes(log_alpha.shape, tau.shape) == (batch, (n, n))
+    p = d.rsample(sample_shape)
+    assert p.shape == sample_shape + batch + (n, n) and p.dtype == dtype
+    assert birkhoff.check(p).all()
+    assert d.log_prob(p).shape == sample_shape + batch
+    e = d.expand((5,) + batch)
+    assert e.batch_shape == (5,) + batch and e.rsample().shape == (5,) + batch + (n, n)
+
+
+def test_log_prob_is_the_gumbel_density_of_the_scores():
+    torch.manual_seed(1)
+    log_alpha = torch.randn(3, 4, 4, dtype=torch.float64)
+    tau = torch.tensor([0.3, 1.0, 2.0], dtype=torch.float64)
+    d = GumbelSinkhorn(log_alpha, tau)
+    p = d.rsample((5,))
+    z = perturbed_scores(p)
+    t = tau[:, None, None]
+    expected = Gumbel(log_alpha / t, 1 / t).log_prob(z).sum((-2, -1))
+    assert torch.allclose(d.log_prob(p), expected)
+    # The value is S(Z): invariant to row shifts of Z, doubly stochastic.
+    assert torch.allclose(p.sum(-1), torch.ones(5, 3, 4, dtype=torch.float64), atol=1e-5)
+
+
+def test_log_prob_of_a_bare_matrix_explains():
+    d = GumbelSinkhorn(torch.zeros(3, 3), 1.0)
+    with pytest.raises(ValueError, match="perturbed scores"):
+        d.log_prob(torch.full((3, 3), 1 / 3))
+
+
+@pytest.mark.parametrize(
+    "tau_q, tau_p, prior_scale", [(0.5, 1.0, 0.0), (1.0, 0.3, 1.0), (2.0, 2.0, 2.0)]
+)
+def test_kl_closed_form_matches_monte_carlo(tau_q, tau_p, prior_scale):
+    torch.manual_seed(2)
+    n = 3
+    x_q = torch.randn(n, n, dtype=torch.float64)
+    x_p = prior_scale * torch.randn(n, n, dtype=torch.float64)
+    q, p = GumbelSinkhorn(x_q, tau_q), GumbelSinkhorn(x_p, tau_p)
+    kl = kl_divergence(q, p)
+    # Per entry it is torch's Gumbel-Gumbel KL.
+    per_entry = kl_divergence(Gumbel(x_q / tau_q, 1 / tau_q), Gumbel(x_p / tau_p, 1 / tau_p))
+    assert torch.allclose(kl, per_entry.sum())
+    z = q.sample_scores((200_000,))
+    diff = q.log_prob_scores(z) - p.log_prob_scores(z)
+    stderr = diff.std() / math.sqrt(diff.numel())
+    assert (kl - diff.mean()).abs() < 5 * stderr
+
+
+def test_kl_is_zero_for_equal_and_positive_otherwise():
+    x = torch.randn(2, 4, 4)
+    assert torch.allclose(
+        kl_divergence(GumbelSinkhorn(x, 0.7), GumbelSinkhorn(x, 0.7)), torch.zeros(2), atol=1e-5
+    )
+    assert (
+        kl_divergence(GumbelSinkhorn(x, 0.7), GumbelSinkhorn(x + 1e-1 * torch.randn(4, 4), 0.3)) > 0
+    ).all()
+
+
+def test_small_temperature_agrees_with_gumbel_matching_sample_by_sample():
+    log_alpha = torch.randn(50, 5, 5, dtype=torch.float64)
+    torch.manual_seed(3)
+    soft = GumbelSinkhorn(log_alpha, 1e-3).rsample()
+    torch.manual_seed(3)
+    hard = GumbelMatching(log_alpha).sample()
+    assert torch.equal(matching(soft), hard)
+    close = (soft - perm_to_matrix(hard, dtype=soft.dtype)).abs().amax((-2, -1)) < 1e-2
+    assert close.float().mean() > 0.9
+
+
+def test_straight_through_is_hard_with_soft_gradients():
+    torch.manual_seed(4)
+    log_alpha = torch.randn(3, 5, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 5, 5, dtype=torch.float64)
+    torch.manual_seed(5)
+    hard = GumbelSinkhornStraightThrough(log_alpha, 0.5).rsample()
+    assert permutation.check(matching(hard)).all()
+    assert torch.equal(hard, perm_to_matrix(matching(perturbed_scores(hard)), dtype=hard.dtype))
+    (g_hard,) = torch.autograd.grad((w * hard).sum(), log_alpha)
+    torch.manual_seed(5)
+    soft = GumbelSinkhorn(log_alpha, 0.5).rsample()
+    (g_soft,) = torch.autograd.grad((w * soft).sum(), log_alpha)
+    assert torch.allclose(g_hard, g_soft)
+    assert GumbelSinkhornStraightThrough(log_alpha, 0.5).expand((2, 3)).batch_shape == (2, 3)
+
+
+def test_rsample_gradients_are_finite():
+    log_alpha = torch.randn(4, 6, 6, requires_grad=True)
+    tau = torch.tensor(0.1, requires_grad=True)
+    d = GumbelSinkhorn(log_alpha, tau)
+    p = d.rsample()
+    loss = (p * torch.randn(6, 6)).sum() + d.log_prob(p).sum()
+    loss.backward()
+    assert torch.isfinite(log_alpha.grad).all() and torch.isfinite(tau.grad)
+
+
+def test_forbidden_pairs_stay_zero_and_add_no_density():
+    log_alpha = torch.zeros(4, 4)
+    log_alpha[0, 1] = -math.inf
+    d = GumbelSinkhorn(log_alpha, 0.5)
+    p = d.rsample((10,))
+    assert (p[:, 0, 1] == 0).all()
+    assert torch.isfinite(d.log_prob(p)).all()
+
+
+def test_gumbel_matching_zero_scores_is_uniform():
+    torch.manual_seed(6)
+    n = 3
+    samples = GumbelMatching(torch.zeros(n, n)).sample((6000,))
+    assert permutation.check(samples).all()
+    counts = torch.bincount(perm_to_rank(samples), minlength=math.factorial(n)).double()
+    probs = torch.full((math.factorial(n),), 1 / math.factorial(n), dtype=torch.float64)
+    assert multinomial_goodness_of_fit(probs, counts) > 1e-3
+
+
+def test_gumbel_matching_mode_shapes_and_log_prob():
+    torch.manual_seed(7)
+    x = torch.randn(2, 4, 4)
+    d = GumbelMatching(x)
+    assert torch.equal(d.mode, matching(x))
+    assert d.sample((3,)).shape == (3, 2, 4) and d.batch_shape == (2,) and d.event_shape == (4,)
+    assert d.expand((5, 2)).sample().shape == (5, 2, 4)
+    assert GumbelMatching.infer_shapes((2, 4, 4)) == ((2,), (4,))
+    with pytest.raises(NotImplementedError, match="closed-form"):
+        d.log_prob(d.sample())
+    # A strong signal is recovered: scores 20 P_sigma put (almost) all mass on sigma.
+    sigma = all_permutations(4)[13]
+    strong = GumbelMatching(20 * perm_to_matrix(sigma)).sample((100,))
+    assert (strong == sigma).all()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: GumbelSinkhorn(torch.zeros(3, 4), 1.0),
+        lambda: GumbelSinkhorn(torch.zeros(3, 3), 0.0),
+        lambda: GumbelSinkhorn(torch.zeros(3, 3), -1.0),
+        lambda: GumbelSinkhorn(torch.full((3, 3), math.nan), 1.0),
+        lambda: GumbelMatching(torch.zeros(2, 3)),
+        lambda: GumbelMatching(torch.zeros(3, 3, dtype=torch.long)),
+    ],
+)
+def test_bad_arguments_raise(make):
+    with pytest.raises(ValueError, match="log_alpha|temperature"):
+        make()
