@@ -1,15 +1,28 @@
-"""Pyro distributions over permutations and their continuous relaxations."""
+"""Pyro distributions over permutations and their continuous relaxations.
 
+Importing this package registers the Birkhoff transforms (``biject_to`` / ``transform_to``)
+and the closed-form ``kl_divergence(GumbelSinkhorn, GumbelSinkhorn)``.
+"""
+
+import pyro_permutations.transforms  # noqa: F401  (registers biject_to/transform_to)
+from pyro_permutations.distributions.flat_birkhoff import FlatBirkhoff
 from pyro_permutations.distributions.gumbel_matching import GumbelMatching
 from pyro_permutations.distributions.gumbel_sinkhorn import (
     GumbelSinkhorn,
     GumbelSinkhornStraightThrough,
     perturbed_scores,
 )
+from pyro_permutations.distributions.rounding_birkhoff import RoundingBirkhoff
+from pyro_permutations.distributions.rounding_prior import RoundingPrior
+from pyro_permutations.distributions.stick_breaking_birkhoff import StickBreakingBirkhoff
 
 __all__ = [
+    "FlatBirkhoff",
     "GumbelMatching",
     "GumbelSinkhorn",
     "GumbelSinkhornStraightThrough",
+    "RoundingBirkhoff",
+    "RoundingPrior",
+    "StickBreakingBirkhoff",
     "perturbed_scores",
 ]

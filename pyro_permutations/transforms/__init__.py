@@ -1,1 +1,29 @@
-"""Transforms onto the Birkhoff polytope, registered with torch/Pyro."""
+"""Transforms onto the Birkhoff polytope, registered with torch/Pyro.
+
+- ``biject_to(birkhoff)`` is :class:`StickBreakingBirkhoffTransform` (temperature 1): a
+  bijection from ``R^{(N-1) x (N-1)}`` onto the polytope's interior with an exact Jacobian, used
+  by Pyro's autoguides (``AutoNormal``, ``AutoMultivariateNormal``, ...) and by HMC/NUTS for a
+  Birkhoff-valued latent.
+- ``transform_to(birkhoff)`` is :class:`SinkhornTransform`: ``X -> S(X)`` on ``(N, N)`` scores
+  with right inverse ``log``, used for constrained parameters
+  (``pyro.param(..., constraint=birkhoff)``, ``AutoDelta``), as ``softmax`` is for the simplex.
+"""
+
+from torch.distributions import biject_to, transform_to
+
+from pyro_permutations.constraints import Birkhoff
+from pyro_permutations.transforms.rounding import RoundingBirkhoffTransform
+from pyro_permutations.transforms.sinkhorn import SinkhornTransform
+from pyro_permutations.transforms.stick_breaking import StickBreakingBirkhoffTransform
+
+__all__ = ["RoundingBirkhoffTransform", "SinkhornTransform", "StickBreakingBirkhoffTransform"]
+
+
+@biject_to.register(Birkhoff)
+def _biject_to_birkhoff(constraint):
+    return StickBreakingBirkhoffTransform()
+
+
+@transform_to.register(Birkhoff)
+def _transform_to_birkhoff(constraint):
+    return SinkhornTransform()

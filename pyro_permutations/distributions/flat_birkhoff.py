@@ -1,0 +1,68 @@
+"""An improper flat prior on the Birkhoff polytope."""
+
+import torch
+from pyro.distributions import ImproperUniform
+from pyro.distributions.util import broadcast_shape
+
+from pyro_permutations.constraints import birkhoff
+
+__all__ = ["FlatBirkhoff"]
+
+
+class FlatBirkhoff(ImproperUniform):
+    """Improper flat prior on the Birkhoff polytope of ``n x n`` doubly stochastic matrices.
+
+    .. math:: \\log p(X) = 0 \\quad \\text{for } X \\in \\mathcal{B}_N
+
+    ``support`` is :data:`~pyro_permutations.constraints.birkhoff`; with ``validate_args`` a
+    value outside it (to the constraint's tolerance) raises :class:`ValueError`. The density is
+    not normalised and cannot be sampled: use it in models whose guide provides the value
+    (e.g. a Gumbel-Sinkhorn or rounding guide in SVI), where it contributes nothing to the ELBO
+    beyond restricting the support.
+
+    Shapes: ``event_shape = (n, n)``; ``log_prob`` returns zeros of the broadcast of the value's
+    batch shape with ``batch_shape``.
+
+    :param int n: matrix size ``N >= 1``.
+    :param tuple batch_shape: batch shape, default ``()``.
+    :param bool validate_args: as for any distribution.
+
+    Example::
+
+        >>> import torch
+        >>> prior = FlatBirkhoff(3, validate_args=True)
+        >>> prior.log_prob(torch.full((3, 3), 1 / 3))
+        tensor(0.)
+        >>> prior.log_prob(torch.ones(3, 3))
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected value argument ...
+    """
+
+    def __init__(self, n, batch_shape=(), validate_args=None):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive int (the matrix size N), got {n!r}")
+        self.n = n
+        super().__init__(birkhoff, torch.Size(batch_shape), torch.Size((n, n)))
+        if validate_args is not None:
+            self._validate_args = validate_args
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(FlatBirkhoff, _instance)
+        new.n = self.n
+        new = super().expand(batch_shape, _instance=new)
+        new._validate_args = self._validate_args
+        return new
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = broadcast_shape(value.shape[: value.dim() - self.event_dim], self.batch_shape)
+        return value.new_zeros(shape)
+
+    def sample(self, sample_shape=()):
+        raise NotImplementedError(
+            "FlatBirkhoff is an improper prior (its density does not integrate) and cannot be "
+            "sampled; use it only in models whose guide provides the value, or sample from a "
+            "proper distribution such as GumbelSinkhorn or RoundingBirkhoff"
+        )
