@@ -7,6 +7,12 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+from pyro.infer.autoguide.initialization import (
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+)
 from pyro.optim import Adam
 from torch.distributions import biject_to, transform_to
 
@@ -114,6 +120,21 @@ def test_autoguides_on_a_birkhoff_latent(data, autoguide):
     fit(model, guide, 20, lr=0.05)
     samples = torch.stack([guide()["P"].detach() for _ in range(5)])
     assert samples.shape == (5, N, N) and birkhoff.check(samples).all()
+
+
+@pytest.mark.parametrize("init", [init_to_feasible, init_to_mean, init_to_median, init_to_sample])
+@pytest.mark.parametrize("autoguide", [AutoNormal, AutoDelta])
+def test_autoguide_init_strategies(data, autoguide, init):
+    centers, obs, _ = data
+    prior = StickBreakingBirkhoff(torch.zeros(N - 1, N - 1), torch.ones(N - 1, N - 1), 1.0)
+
+    def model():
+        matching_model(prior, centers, obs)
+
+    pyro.clear_param_store()
+    guide = autoguide(model, init_loc_fn=init)
+    value = guide()["P"].detach()
+    assert value.shape == (N, N) and birkhoff.check(value)
 
 
 def test_nuts_on_a_birkhoff_latent(data):
