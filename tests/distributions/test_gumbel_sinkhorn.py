@@ -172,3 +172,25 @@ def test_gumbel_matching_mode_shapes_and_log_prob():
 def test_bad_arguments_raise(make):
     with pytest.raises(ValueError, match="log_alpha|temperature"):
         make()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_all_relaxations_on_cuda(dtype):
+    from pyro_permutations.distributions import RoundingBirkhoff, StickBreakingBirkhoff
+
+    torch.manual_seed(8)
+    kw = dict(device="cuda", dtype=dtype)
+    dists = [
+        GumbelSinkhorn(torch.randn(3, 4, 4, **kw), torch.tensor(0.5, **kw)),
+        GumbelSinkhornStraightThrough(torch.randn(3, 4, 4, **kw), 0.5),
+        StickBreakingBirkhoff(torch.randn(3, 3, 3, **kw), torch.ones(3, 3, 3, **kw), 0.5),
+        RoundingBirkhoff(torch.rand(3, 4, 4, **kw), 0.2 * torch.ones(3, 4, 4, **kw), 0.3),
+    ]
+    for d in dists:
+        x = d.rsample((2,))
+        assert x.device.type == "cuda" and x.dtype == dtype and x.shape == (2, 3, 4, 4)
+        lp = d.log_prob(x)
+        assert lp.device.type == "cuda" and torch.isfinite(lp).all()
+    perm = GumbelMatching(torch.randn(3, 4, 4, **kw)).sample()
+    assert perm.device.type == "cuda" and permutation.check(perm).all()
