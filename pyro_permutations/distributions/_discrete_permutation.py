@@ -1,0 +1,57 @@
+"""Shared machinery of distributions whose values are permutations ``(..., N)``."""
+
+import math
+
+import torch
+from pyro.distributions import TorchDistribution
+
+from pyro_permutations.constraints import permutation
+from pyro_permutations.ops import all_permutations
+
+#: Largest ``N`` whose ``N!`` permutations ``enumerate_support`` lists (``8! = 40,320``).
+MAX_ENUMERATE_SUPPORT_N = 8
+
+
+class DiscretePermutationDistribution(TorchDistribution):
+    """Base for distributions over permutations of ``N`` items: long values ``(..., N)``,
+    ``perm[i] = j`` meaning row/item ``i`` goes to column/position ``j``.
+
+    Provides ``support``, ``enumerate_support`` (all ``N!`` permutations in lexicographic order,
+    as :func:`~pyro_permutations.ops.all_permutations`, for Pyro's ``TraceEnum_ELBO`` and
+    ``infer_discrete``) and ``probs_all()``. Subclasses set ``self.n`` before calling
+    ``super().__init__(batch_shape, validate_args=...)`` and implement ``log_prob``.
+    """
+
+    support = permutation
+    has_enumerate_support = True
+
+    def __init__(self, batch_shape, n, validate_args=None):
+        self.n = n
+        super().__init__(torch.Size(batch_shape), torch.Size((n,)), validate_args=validate_args)
+
+    def _device(self):
+        for value in self.__dict__.values():
+            if isinstance(value, torch.Tensor):
+                return value.device
+        return torch.device("cpu")
+
+    def _check_enumerable(self):
+        if self.n > MAX_ENUMERATE_SUPPORT_N:
+            raise ValueError(
+                f"cannot enumerate the {self.n}! = {math.factorial(self.n):,} permutations of "
+                f"N = {self.n} items (limit N <= {MAX_ENUMERATE_SUPPORT_N}); use sampling-based "
+                f"inference (e.g. a relaxation as the guide) instead of enumeration"
+            )
+
+    def enumerate_support(self, expand=True):
+        self._check_enumerable()
+        values = all_permutations(self.n, device=self._device())
+        values = values.reshape((values.shape[0],) + (1,) * len(self.batch_shape) + (self.n,))
+        if expand:
+            values = values.expand((values.shape[0],) + self.batch_shape + (self.n,))
+        return values
+
+    def log_prob_all(self):
+        """``log p`` of every permutation, shape ``(N!,) + batch_shape``, aligned with
+        ``all_permutations(N)``."""
+        return self.log_prob(self.enumerate_support(expand=False))
