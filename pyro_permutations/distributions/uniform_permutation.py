@@ -1,0 +1,67 @@
+"""The uniform distribution over the ``n!`` permutations of ``n`` items."""
+
+import math
+import numbers
+
+import torch
+
+from pyro_permutations.distributions._discrete_permutation import DiscretePermutationDistribution
+
+__all__ = ["UniformPermutation"]
+
+
+class UniformPermutation(DiscretePermutationDistribution):
+    """Uniform distribution over the permutations of ``n`` items.
+
+    .. math:: p(\\mathrm{perm}) = \\frac{1}{n!}
+
+    Values are long tensors ``perm`` of shape ``batch_shape + (n,)`` with the library's
+    convention ``perm[i] = j``: item (row) ``i`` goes to position (column) ``j``. Samples are
+    ``argsort`` of iid uniform noise, one independent permutation per batch element.
+    :meth:`log_prob` is ``-log n!`` for a permutation and ``-inf`` for any other value (with
+    ``validate_args`` such a value raises instead, as Pyro does for values outside the support);
+    values ``(..., n)`` broadcast against the batch shape. :meth:`enumerate_support` lists the
+    ``n!`` permutations in lexicographic order (``n <= 8``), so a ``UniformPermutation`` site
+    can be enumerated by Pyro's ``TraceEnum_ELBO``. The distribution has no tensor parameters:
+    samples and enumerated values are on the CPU.
+
+    :param int n: number of items, ``n >= 1``.
+    :param batch_shape: batch shape (default ``()``).
+
+    Example::
+
+        >>> from pyro_permutations.distributions.uniform_permutation import UniformPermutation
+        >>> d = UniformPermutation(4, batch_shape=(2,))
+        >>> d.sample((3,)).shape
+        torch.Size([3, 2, 4])
+        >>> d.log_prob(torch.tensor([3, 1, 0, 2]))  # -log 4! = -log 24
+        tensor([-3.1781, -3.1781])
+        >>> d.enumerate_support(expand=False).shape
+        torch.Size([24, 1, 4])
+    """
+
+    arg_constraints = {}
+    has_rsample = False
+
+    def __init__(self, n, batch_shape=(), validate_args=None):
+        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive int (the number of items), got {n!r}")
+        super().__init__(batch_shape, int(n), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(UniformPermutation, _instance)
+        super(UniformPermutation, new).__init__(batch_shape, self.n, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def sample(self, sample_shape=torch.Size()):
+        return torch.rand(self._extended_shape(sample_shape)).argsort(dim=-1)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        log_p = torch.full(shape, -math.lgamma(self.n + 1), device=value.device)
+        if value.shape[-1] != self.n:
+            return log_p.fill_(-math.inf)
+        return log_p.masked_fill(~self.support.check(value), -math.inf)

@@ -1,0 +1,217 @@
+"""The exact posterior over all ``N!`` permutations of a Pyro model, by vectorised enumeration."""
+
+import math
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+
+from pyro_permutations.ops import all_permutations, perm_to_matrix
+from pyro_permutations.ops._validation import MAX_ENUMERATE_N
+
+__all__ = ["exact_posterior"]
+
+PRIOR_MODES = ("model", "uniform")
+
+
+class _SiteFound(Exception):
+    def __init__(self, fn):
+        self.fn = fn
+
+
+class _SiteProbe(Messenger):
+    """Stops the model at ``site`` and reports the distribution there."""
+
+    def __init__(self, site):
+        self.site = site
+        super().__init__()
+
+    def _pyro_sample(self, msg):
+        if msg["name"] == self.site:
+            raise _SiteFound(msg["fn"])
+
+
+def _probe(model, site, args, kwargs):
+    try:
+        with poutine.block(), _SiteProbe(site):
+            model(*args, **kwargs)
+    except _SiteFound as found:
+        return found.fn
+    except NotImplementedError as e:  # an earlier site could not be sampled
+        raise ValueError(
+            f"site={site!r} was not reached: the model raised before it ({e}); is it a sample "
+            f"site of the model?"
+        ) from e
+    raise ValueError(f"site={site!r} is not a sample site of the model")
+
+
+def _float_like(fn):
+    for value in vars(fn).values():
+        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+            return value.dtype, value.device
+    return torch.get_default_dtype(), torch.device("cpu")
+
+
+def _values(perms, kind, dtype):
+    return perms if kind == "perm" else perm_to_matrix(perms, dtype=dtype)
+
+
+def _log_joint(model, site, value, nesting, prior, args, kwargs):
+    """``log p(value, data)`` for a batch of ``C`` values, shape ``(C,)``."""
+    count = value.shape[0]
+    with pyro.plate("_exact_posterior_values", count, dim=-(nesting + 1)):
+        trace = poutine.trace(poutine.condition(model, data={site: value})).get_trace(
+            *args, **kwargs
+        )
+
+    def counted(name, node):
+        return not site_is_subsample(node) and not (prior == "uniform" and name == site)
+
+    trace.compute_log_prob(counted)
+    total = value.new_zeros(count, dtype=torch.float64)
+    for name, node in trace.nodes.items():
+        if node["type"] != "sample" or not counted(name, node):
+            continue
+        if not node["is_observed"] and name != site:
+            raise ValueError(
+                f"exact_posterior needs every sample site other than {site!r} observed, but "
+                f"{name!r} is latent; condition the model on it (pyro.condition) first"
+            )
+        lp = node["log_prob"]
+        if lp.dim() > nesting + 1:
+            raise ValueError(
+                f"site {name!r} has batch dimensions outside any pyro.plate "
+                f"(log_prob shape {tuple(lp.shape)}); declare them with pyro.plate or "
+                f"pass max_plate_nesting"
+            )
+        lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)
+        total = total + lp.reshape(lp.shape[0], -1).sum(-1).double()
+    return total
+
+
+def exact_posterior(
+    model,
+    site,
+    *args,
+    max_plate_nesting=None,
+    chunk_size=8192,
+    prior="model",
+    log=False,
+    **kwargs,
+):
+    """Exact posterior probabilities of all ``N!`` permutations at one site of a Pyro model.
+
+    .. math::
+
+        p(\\pi \\mid \\mathcal{D}) = \\frac{p(\\pi) \\, p(\\mathcal{D} \\mid \\pi)}
+            {\\sum_{\\pi'} p(\\pi') \\, p(\\mathcal{D} \\mid \\pi')}
+
+    for every permutation ``pi`` in ``all_permutations(N)`` order. The site may hold long
+    permutations ``(N,)`` (e.g. :class:`~pyro_permutations.distributions.Mallows`) or matrices
+    ``(N, N)`` (a relaxation such as ``StickBreakingBirkhoff`` or ``FlatBirkhoff``), in which
+    case the model is evaluated at the permutation matrices ``P[i, perm[i]] = 1``. Every other
+    sample site must be observed.
+
+    The model runs once per chunk of ``chunk_size`` values, vectorised: the values come in
+    along a new batch dimension left of the model's plates (``dim = -(max_plate_nesting +
+    1)``), so the model must broadcast over a leading batch dimension, as Pyro's parallel
+    enumeration also requires (use ``pyro.plate`` for data dimensions and ``...`` indexing).
+
+    :param callable model: a Pyro model.
+    :param str site: the name of the permutation-valued sample site.
+    :param int max_plate_nesting: number of plate dimensions the model uses; found by one
+        trace of the model if not given.
+    :param int chunk_size: values evaluated per model call (bounds memory).
+    :param str prior: ``"model"`` uses the site's own density at each value; ``"uniform"``
+        ignores it (a uniform prior over permutations), needed for relaxations whose density
+        is not defined at the vertices (``GumbelSinkhorn``, ``StickBreakingBirkhoff``).
+    :param bool log: return log-probabilities instead.
+    :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``.
+    :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), the site is missing,
+        another site is latent, or the site's density is undefined at permutations.
+
+    Example::
+
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> from pyro_permutations.distributions import FlatBirkhoff
+        >>> centers = torch.tensor([[0.0], [1.0], [2.0]])
+        >>> def model():
+        ...     p = pyro.sample("P", FlatBirkhoff(3))
+        ...     pyro.sample("y", dist.Normal(p @ centers, 0.5).to_event(2),
+        ...                 obs=torch.tensor([[1.0], [0.0], [2.0]]))
+        >>> probs = exact_posterior(model, "P")
+        >>> probs.shape, int(probs.argmax())  # all_permutations(3)[2] = [1, 0, 2]
+        (torch.Size([6]), 2)
+    """
+    if prior not in PRIOR_MODES:
+        raise ValueError(f"prior must be one of {PRIOR_MODES}, got {prior!r}")
+    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    fn = _probe(model, site, args, kwargs)
+    event_shape = tuple(fn.event_shape)
+    if len(event_shape) == 1:
+        kind, n = "perm", event_shape[0]
+    elif len(event_shape) == 2 and event_shape[0] == event_shape[1]:
+        kind, n = "matrix", event_shape[0]
+    else:
+        raise ValueError(
+            f"site {site!r} has event shape {event_shape}; exact_posterior needs permutations "
+            f"(N,) or square matrices (N, N)"
+        )
+    if math.prod(fn.batch_shape) != 1:
+        raise ValueError(
+            f"site {site!r} has batch shape {tuple(fn.batch_shape)}: it holds several "
+            f"permutations, whose joint posterior has (N!)^k states; exact_posterior handles one"
+        )
+    if n > MAX_ENUMERATE_N:
+        raise ValueError(
+            f"site {site!r} holds permutations of N = {n} items: {n}! values are too many to "
+            f"enumerate (limit N <= {MAX_ENUMERATE_N}); compare with samples instead"
+        )
+    dtype, device = _float_like(fn)
+    perms = all_permutations(n, device=device)
+    if max_plate_nesting is None:
+        probe_value = _values(perms[:1], kind, dtype)[0]
+        trace = poutine.trace(poutine.condition(model, data={site: probe_value})).get_trace(
+            *args, **kwargs
+        )
+        max_plate_nesting = max(
+            [
+                -frame.dim
+                for node in trace.nodes.values()
+                if node["type"] == "sample"
+                for frame in node["cond_indep_stack"]
+                if frame.vectorized
+            ]
+            + [0]
+        )
+    shape = (1,) * max_plate_nesting + event_shape
+    parts = []
+    for start in range(0, perms.shape[0], chunk_size):
+        chunk = _values(perms[start : start + chunk_size], kind, dtype)
+        value = chunk.reshape((chunk.shape[0],) + shape)
+        try:
+            parts.append(_log_joint(model, site, value, max_plate_nesting, prior, args, kwargs))
+        except ValueError as e:
+            if prior == "model" and "log_prob" in str(e) and site in str(e):
+                raise ValueError(
+                    f"the density of site {site!r} is not defined at permutation matrices "
+                    f"({e}); pass prior='uniform' for a uniform prior over permutations"
+                ) from e
+            raise
+    log_joint = torch.cat(parts)
+    if torch.isnan(log_joint).any():
+        bad = perms[torch.isnan(log_joint)][0].tolist()
+        raise ValueError(
+            f"the model's log joint is NaN at permutation {bad}; check the model's densities "
+            f"at permutation values (or pass prior='uniform' if only the site's density fails)"
+        )
+    if not torch.isfinite(log_joint).any():
+        raise ValueError(
+            "every permutation has zero joint probability (log p = -inf or NaN); check the "
+            "model, or pass prior='uniform' if the site's density vanishes at permutations"
+        )
+    log_post = log_joint - torch.logsumexp(log_joint, 0)
+    return log_post if log else log_post.exp()

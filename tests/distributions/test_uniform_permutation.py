@@ -1,0 +1,108 @@
+import contextlib
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.distributions.testing.gof import multinomial_goodness_of_fit
+from pyro.infer import TraceEnum_ELBO
+
+from pyro_permutations.constraints import permutation
+from pyro_permutations.distributions.uniform_permutation import UniformPermutation
+from pyro_permutations.ops import all_permutations, perm_to_rank
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_log_prob_is_minus_log_n_factorial(n):
+    d = UniformPermutation(n, batch_shape=(2,))
+    perms = d.enumerate_support(expand=False)
+    log_p = d.log_prob(perms)
+    assert log_p.shape == (math.factorial(n), 2)
+    assert torch.allclose(log_p, torch.tensor(-math.log(math.factorial(n))))
+    assert torch.allclose(torch.logsumexp(log_p, dim=0), torch.zeros(2), atol=1e-5)
+
+
+def test_log_prob_outside_support():
+    d = UniformPermutation(3, validate_args=False)
+    log_p = d.log_prob(torch.tensor([[2, 0, 1], [0, 0, 1], [0, 1, 3]]))
+    assert log_p[0] == -math.log(6) and torch.isneginf(log_p[1:]).all()
+    assert torch.isneginf(d.log_prob(torch.tensor([0, 1, 2, 3])))
+    with pytest.raises(ValueError, match="support"):
+        UniformPermutation(3, validate_args=True).log_prob(torch.tensor([0, 0, 1]))
+
+
+@pytest.mark.parametrize("n, batch", [(3, ()), (4, (2,)), (5, (2, 1))])
+def test_samples_are_uniform(n, batch):
+    torch.manual_seed(0)
+    d = UniformPermutation(n, batch_shape=batch)
+    samples = d.sample((30000,))
+    assert samples.shape == (30000,) + batch + (n,) and samples.dtype == torch.long
+    assert permutation.check(samples).all()
+    ranks = perm_to_rank(samples).reshape(30000, -1)
+    probs = torch.full((math.factorial(n),), 1 / math.factorial(n), dtype=torch.float64)
+    for b in range(ranks.shape[1]):  # every batch element is uniform on its own
+        counts = torch.bincount(ranks[:, b], minlength=math.factorial(n)).double()
+        assert multinomial_goodness_of_fit(probs, counts) > 1e-3
+
+
+def test_batch_elements_are_independent():
+    torch.manual_seed(1)
+    ranks = perm_to_rank(UniformPermutation(3, batch_shape=(2,)).sample((30000,)))
+    counts = torch.bincount(6 * ranks[:, 0] + ranks[:, 1], minlength=36).double()
+    assert (
+        multinomial_goodness_of_fit(torch.full((36,), 1 / 36, dtype=torch.float64), counts) > 1e-3
+    )
+
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 3)])
+def test_shapes_expand_and_enumerate_support(batch):
+    d = UniformPermutation(4, batch_shape=batch)
+    assert d.batch_shape == batch and d.event_shape == (4,)
+    assert d.sample().shape == batch + (4,) and d.sample((5,)).shape == (5,) + batch + (4,)
+    full = d.enumerate_support()
+    lean = d.enumerate_support(expand=False)
+    assert full.shape == (24,) + batch + (4,)
+    assert lean.shape == (24,) + (1,) * len(batch) + (4,)
+    assert torch.equal(lean.reshape(24, 4), all_permutations(4))
+    assert d.log_prob(full).shape == (24,) + batch
+    e = d.expand((7,) + batch)
+    assert isinstance(e, UniformPermutation) and e.n == 4
+    assert e.batch_shape == (7,) + batch and e.sample().shape == (7,) + batch + (4,)
+    assert e.log_prob(lean).shape == (24, 7) + batch
+
+
+def test_errors():
+    for bad in [0, -1, 2.0, True, "3", None]:
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            UniformPermutation(bad)
+    assert UniformPermutation(np.int64(3)).n == 3
+    with pytest.raises(ValueError, match="enumerate"):
+        UniformPermutation(9).enumerate_support()
+
+
+@pytest.mark.parametrize("plate", [False, True])
+def test_enumerated_in_trace_enum_elbo(plate):
+    torch.manual_seed(0)
+    n = 4
+    locs = torch.tensor([-2.0, 0.0, 1.0, 3.0], dtype=torch.float64)
+    data = torch.randn((2, n) if plate else (n,), dtype=torch.float64)
+
+    def model():
+        with pyro.plate("items", 2) if plate else contextlib.nullcontext():
+            perm = pyro.sample("perm", UniformPermutation(n), infer={"enumerate": "parallel"})
+            # Item i's reading depends on its position: loc = locs[perm[i]].
+            pyro.sample("obs", dist.Normal(locs[perm], 1.0).to_event(1), obs=data)
+
+    def guide():
+        pass
+
+    loss = TraceEnum_ELBO(max_plate_nesting=int(plate)).loss(model, guide)
+    # By hand: log p(data) = sum over plate elements of logsumexp over all N! permutations.
+    perms = all_permutations(n)
+    if plate:
+        perms = perms[:, None, :]
+    log_lik = dist.Normal(locs[perms], 1.0).to_event(1).log_prob(data)
+    log_marginal = (torch.logsumexp(log_lik, dim=0) - math.log(math.factorial(n))).sum()
+    assert loss == pytest.approx(-log_marginal.item(), rel=1e-6)

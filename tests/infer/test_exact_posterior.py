@@ -1,0 +1,143 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_permutations.distributions import (
+    FlatBirkhoff,
+    GumbelSinkhorn,
+    RoundingPrior,
+    StickBreakingBirkhoff,
+)
+from pyro_permutations.infer import exact_posterior
+from pyro_permutations.ops import all_permutations
+
+SIGMA = 0.4
+
+
+def by_hand(centers, obs):
+    """Posterior under a uniform prior: softmax over permutations of the Gaussian likelihood,
+    summed over every observation set in ``obs`` (shape ``(..., N, D)``)."""
+    n = centers.shape[0]
+    logliks = []
+    for perm in all_permutations(n).tolist():
+        mean = centers[perm]  # observation i is centre perm[i]
+        logliks.append(dist.Normal(mean, SIGMA).log_prob(obs).sum().item())
+    logliks = torch.tensor(logliks, dtype=torch.float64)
+    return (logliks - torch.logsumexp(logliks, 0)).exp()
+
+
+@pytest.fixture
+def problem():
+    torch.manual_seed(0)
+    n = 4
+    centers = torch.randn(n, 2, dtype=torch.float64)
+    obs = centers[torch.tensor([1, 3, 0, 2])] + SIGMA * torch.randn(n, 2, dtype=torch.float64)
+    return centers, obs
+
+
+def test_matrix_site_matches_hand_computation(problem):
+    centers, obs = problem
+
+    def model():
+        p = pyro.sample("P", FlatBirkhoff(4))
+        pyro.sample("y", dist.Normal(p.to(centers) @ centers, SIGMA).to_event(2), obs=obs)
+
+    probs = exact_posterior(model, "P")
+    assert probs.shape == (24,) and probs.dtype == torch.float64
+    assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
+    assert torch.allclose(exact_posterior(model, "P", chunk_size=5), probs)
+    log_probs = exact_posterior(model, "P", log=True)
+    assert torch.allclose(log_probs.exp(), probs)
+
+
+def test_plates_and_model_arguments(problem):
+    centers, _ = problem
+    torch.manual_seed(1)
+    sets = centers[torch.tensor([1, 3, 0, 2])] + SIGMA * torch.randn(3, 4, 2, dtype=torch.float64)
+    weights = torch.randn(4, 4, dtype=torch.float64)
+    extra = torch.randn(2, 3, dtype=torch.float64)
+
+    def model(data, scale=1.0):
+        p = pyro.sample("P", FlatBirkhoff(4)).to(centers)
+        with pyro.plate("sets", data.shape[0], dim=-1):
+            pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=data)
+        score = (p * weights).sum((-2, -1))
+        with pyro.plate("a", 2, dim=-2), pyro.plate("b", 3, dim=-1):
+            pyro.sample("w", dist.Normal(score, scale), obs=extra)
+
+    probs = exact_posterior(model, "P", sets)
+    # By hand: the Gaussian likelihood of every set plus the plated score terms.
+    log_post = torch.log(by_hand(centers, sets))
+    for k, perm in enumerate(all_permutations(4).tolist()):
+        score = weights[torch.arange(4), perm].sum()
+        log_post[k] += dist.Normal(score, 1.0).log_prob(extra).sum()
+    expected = (log_post - torch.logsumexp(log_post, 0)).exp()
+    assert torch.allclose(probs, expected, atol=1e-10)
+    assert torch.allclose(exact_posterior(model, "P", sets, max_plate_nesting=3), probs)
+    wide = exact_posterior(model, "P", sets, scale=1e3)
+    assert torch.allclose(wide, by_hand(centers, sets), atol=1e-5)
+
+
+def test_prior_is_used_or_ignored(problem):
+    centers, obs = problem
+
+    def model(prior):
+        p = pyro.sample("P", prior)
+        pyro.sample("y", dist.Normal(p.to(centers) @ centers, SIGMA).to_event(2), obs=obs)
+
+    truth = by_hand(centers, obs)
+    # RoundingPrior is symmetric over permutation matrices: same as a uniform prior.
+    symmetric = exact_posterior(model, "P", RoundingPrior(4, torch.tensor(0.3).double()))
+    assert torch.allclose(symmetric, truth, atol=1e-10)
+    with pytest.raises(ValueError, match="prior='uniform'"):
+        exact_posterior(model, "P", GumbelSinkhorn(torch.zeros(4, 4), 1.0))
+    gs = exact_posterior(model, "P", GumbelSinkhorn(torch.zeros(4, 4), 1.0), prior="uniform")
+    assert torch.allclose(gs, truth, atol=1e-10)
+    sb = StickBreakingBirkhoff(torch.zeros(3, 3), torch.ones(3, 3))
+    assert torch.allclose(exact_posterior(model, "P", sb, prior="uniform"), truth, atol=1e-10)
+
+
+def test_errors():
+    def big():
+        pyro.sample("P", FlatBirkhoff(11))
+
+    with pytest.raises(ValueError, match="too many to enumerate"):
+        exact_posterior(big, "P")
+
+    def latent():
+        p = pyro.sample("P", FlatBirkhoff(3))
+        pyro.sample("s", dist.Normal(0.0, 1.0))
+        pyro.sample("y", dist.Normal(p.sum(), 1.0), obs=torch.tensor(3.0))
+
+    with pytest.raises(ValueError, match="'s' is latent"):
+        exact_posterior(latent, "P")
+    with pytest.raises(ValueError, match="not a sample site|not reached"):
+        exact_posterior(latent, "Q")
+    with pytest.raises(ValueError, match="prior must be"):
+        exact_posterior(latent, "P", prior="flat")
+
+    def nan_model():
+        p = pyro.sample("P", FlatBirkhoff(3))
+        pyro.sample("y", dist.Normal(p.sum() * math.nan, 1.0), obs=torch.tensor(0.0))
+
+    with pyro.validation_enabled(False), pytest.raises(ValueError, match="NaN"):
+        exact_posterior(nan_model, "P")
+
+
+def test_eight_items_is_vectorised():
+    torch.manual_seed(2)
+    centers = torch.randn(8, 2)
+    truth = torch.tensor([3, 1, 7, 0, 2, 6, 5, 4])
+    obs = centers[truth] + 0.05 * torch.randn(8, 2)
+
+    def model():
+        p = pyro.sample("P", FlatBirkhoff(8))
+        pyro.sample("y", dist.Normal(p @ centers, 0.05).to_event(2), obs=obs)
+
+    probs = exact_posterior(model, "P")
+    assert probs.shape == (math.factorial(8),)
+    assert torch.equal(all_permutations(8)[probs.argmax()], truth)
+    assert abs(probs.sum().item() - 1) < 1e-9
