@@ -12,17 +12,23 @@ from pyro_permutations.distributions.gumbel_sinkhorn import (
     GumbelSinkhornStraightThrough,
     perturbed_scores,
 )
+from pyro_permutations.distributions.mallows import Mallows
+from pyro_permutations.distributions.plackett_luce import PlackettLuce
 from pyro_permutations.distributions.rounding_birkhoff import RoundingBirkhoff
 from pyro_permutations.distributions.rounding_prior import RoundingPrior
 from pyro_permutations.distributions.stick_breaking_birkhoff import StickBreakingBirkhoff
+from pyro_permutations.distributions.uniform_permutation import UniformPermutation
 
 __all__ = [
     "FlatBirkhoff",
     "GumbelMatching",
     "GumbelSinkhorn",
     "GumbelSinkhornStraightThrough",
+    "Mallows",
+    "PlackettLuce",
     "RoundingBirkhoff",
     "RoundingPrior",
     "StickBreakingBirkhoff",
+    "UniformPermutation",
     "perturbed_scores",
 ]

@@ -23,7 +23,9 @@ class UniformPermutation(DiscretePermutationDistribution):
     values ``(..., n)`` broadcast against the batch shape. :meth:`enumerate_support` lists the
     ``n!`` permutations in lexicographic order (``n <= 8``), so a ``UniformPermutation`` site
     can be enumerated by Pyro's ``TraceEnum_ELBO``. The distribution has no tensor parameters:
-    samples and enumerated values are on the CPU.
+    samples and enumerated values are on the CPU, and :meth:`log_prob` has the default dtype
+    (``torch.get_default_dtype()``) on the value's device; Pyro's enumeration needs every site's
+    ``log_prob`` in one dtype, so in a float64 model set the default dtype to float64.
 
     :param int n: number of items, ``n >= 1``.
     :param batch_shape: batch shape (default ``()``).

@@ -1,0 +1,192 @@
+"""The synthetic matching experiment of [BP] section 5, vectorised over repetitions.
+
+Every repetition draws ``N = 6`` centres ``c_m ~ N(0, I_2)`` and one observation per centre in
+shuffled order, ``y_n = c_{sigma(n)} + sigma_obs * eps_n``. The model is
+
+.. math::
+
+    X \\sim p(X), \\qquad y_n \\sim \\mathcal{N}\\Big(\\sum_m X_{nm} c_m, \\sigma^2 I\\Big),
+
+with ``X`` a relaxed permutation (``X[n, m] = 1``: observation ``n`` is centre ``m``) and a
+relaxed prior that stands in for the uniform prior over permutations. The exact posterior over
+the 720 permutations comes from enumeration; each variational family is fitted by SVI, its
+samples are rounded to permutations, and the Hellinger distance ([BP]'s "BD") between the two
+pmfs is the score. Repetitions run side by side: a ``pyro.plate`` over repetitions, with one
+set of variational parameters per repetition (Adam is element-wise, so this is the same as
+separate fits, only faster).
+"""
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import Adam
+
+from pyro_permutations.distributions import (
+    FlatBirkhoff,
+    GumbelSinkhorn,
+    Mallows,
+    RoundingBirkhoff,
+    RoundingPrior,
+    StickBreakingBirkhoff,
+)
+from pyro_permutations.infer import empirical_pmf, exact_posterior, hellinger_distance
+from pyro_permutations.ops import matching, sinkhorn
+
+N = 6
+RELAXATIONS = ("stick-breaking", "rounding", "gumbel-sinkhorn")
+MALLOWS_THETAS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0)
+MALLOWS = tuple(f"mallows-{theta:g}" for theta in MALLOWS_THETAS)
+METHODS = RELAXATIONS + MALLOWS
+
+#: Hyper-parameters of each relaxation, fixed for all sigmas as in [BP]; chosen by the grid
+#: search (``python -m tutorials.matching --grid-search``, results in
+#: ``results/grid_search.csv``).
+DEFAULT_HYPER = {
+    "stick-breaking": {"temperature": 1.0, "prior_eta": 0.3},
+    "rounding": {"temperature": 0.3, "prior_eta": 0.3},
+    "gumbel-sinkhorn": {"temperature": 1.0, "prior_temperature": 1.0},
+}
+
+
+@dataclass
+class Problem:
+    """A batch of repetitions at one noise level: ``centers``, ``obs`` ``(R, N, 2)`` and the
+    shuffles ``truth`` ``(R, N)`` (``obs[r, n]`` is a noisy ``centers[r, truth[r, n]]``)."""
+
+    sigma: float
+    centers: torch.Tensor
+    obs: torch.Tensor
+    truth: torch.Tensor
+
+
+def make_problem(sigma, reps, seed, sigma_index):
+    """Data of repetitions ``reps`` (a list of ints); each from its own seed, so a repetition's
+    data does not depend on which others run beside it."""
+    centers, obs, truth = [], [], []
+    for rep in reps:
+        g = torch.Generator().manual_seed(1_000_003 * seed + 10_007 * sigma_index + rep)
+        c = torch.randn(N, 2, generator=g, dtype=torch.float64)
+        perm = torch.randperm(N, generator=g)
+        y = c[perm] + sigma * torch.randn(N, 2, generator=g, dtype=torch.float64)
+        centers.append(c)
+        obs.append(y)
+        truth.append(perm)
+    return Problem(sigma, torch.stack(centers), torch.stack(obs), torch.stack(truth))
+
+
+def model(problem, prior):
+    """The matching model: a relaxed permutation per repetition, observations given it."""
+    reps = problem.centers.shape[0]
+    with pyro.plate("reps", reps, dim=-1):
+        x = pyro.sample("X", prior)
+        mean = x.to(problem.centers) @ problem.centers
+        pyro.sample("obs", dist.Normal(mean, problem.sigma).to_event(2), obs=problem.obs)
+
+
+def exact_posteriors(problem):
+    """Exact posterior over the 720 permutations for every repetition, ``(R, 720)``."""
+    out = []
+    for r in range(problem.centers.shape[0]):
+        one = Problem(problem.sigma, problem.centers[r : r + 1], problem.obs[r : r + 1], None)
+
+        def single(one=one):
+            x = pyro.sample("X", FlatBirkhoff(N))
+            mean = x.to(one.centers) @ one.centers[0]
+            pyro.sample("obs", dist.Normal(mean, one.sigma).to_event(2), obs=one.obs[0])
+
+        out.append(exact_posterior(single, "X", prior="uniform"))
+    return torch.stack(out)
+
+
+def map_permutations(problem):
+    """The MAP permutation of each repetition: the assignment maximising the likelihood."""
+    scores = -((problem.obs[:, :, None, :] - problem.centers[:, None, :, :]) ** 2).sum(-1)
+    return matching(scores)
+
+
+def mallows_pmfs(problem, theta):
+    """[BP]'s baseline: footrule Mallows centred at the MAP, exact pmf ``(R, 720)``."""
+    center = map_permutations(problem)
+    log_p = Mallows(center, torch.tensor(theta, dtype=torch.float64), "footrule").log_prob_all()
+    return log_p.exp().transpose(0, 1)
+
+
+def _relaxation(method, hyper, reps, generator):
+    """Prior, guide and variational family of a relaxation, for ``reps`` repetitions."""
+    tau = hyper["temperature"]
+    shape = (reps, N, N)
+    if method == "stick-breaking":
+        prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
+        init = {
+            "loc": 0.1 * torch.randn(reps, N - 1, N - 1, generator=generator),
+            "scale": torch.full((reps, N - 1, N - 1), 0.1),
+        }
+
+        def family(loc, scale):
+            return StickBreakingBirkhoff(loc, scale, tau)
+
+    elif method == "rounding":
+        prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
+        init = {
+            "loc": sinkhorn(0.1 * torch.randn(shape, generator=generator), n_iters=10),
+            "scale": torch.full(shape, 0.1),
+        }
+
+        def family(loc, scale):
+            return RoundingBirkhoff(loc, scale, tau)
+
+    elif method == "gumbel-sinkhorn":
+        prior = GumbelSinkhorn(torch.zeros(shape), hyper["prior_temperature"])
+        init = {"log_alpha": 0.1 * torch.randn(shape, generator=generator)}
+
+        def family(log_alpha):
+            return GumbelSinkhorn(log_alpha, tau)
+
+    else:
+        raise ValueError(f"unknown relaxation {method!r}; choose one of {RELAXATIONS}")
+
+    positive = {"scale"}
+
+    def guide(problem, prior):
+        params = {
+            name: pyro.param(
+                name,
+                value,
+                constraint=dist.constraints.positive if name in positive else dist.constraints.real,
+            )
+            for name, value in init.items()
+        }
+        with pyro.plate("reps", reps, dim=-1):
+            pyro.sample("X", family(**params))
+
+    def fitted():
+        return family(**{name: pyro.param(name).detach() for name in init})
+
+    return prior, guide, fitted
+
+
+def fit_relaxation(problem, method, hyper, steps, lr, samples, seed):
+    """Fit one relaxation to every repetition of ``problem`` by SVI; return the pmfs of its
+    rounded samples, ``(R, 720)``."""
+    reps = problem.centers.shape[0]
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    prior, guide, fitted = _relaxation(method, hyper, reps, generator)
+    svi = SVI(model, guide, Adam({"lr": lr}), Trace_ELBO())
+    for _ in range(steps):
+        loss = svi.step(problem, prior)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{method}: the ELBO became {loss} (sigma {problem.sigma})")
+    with torch.no_grad():
+        x = fitted().sample((samples,))  # (S, R, N, N)
+    return empirical_pmf(x.transpose(0, 1))
+
+
+def distances(truth, pmfs):
+    """Hellinger distance per repetition, ``(R,)``."""
+    return hellinger_distance(truth, pmfs)
