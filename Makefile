@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: tutorial test lint format bench bench-quick install clean
 
 tutorial: $(STAMP)
-	$(BIN)/python -m tutorials.demo
+	$(BIN)/python -m tutorials.matching
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -121,6 +121,14 @@ class RoundingBirkhoff(TransformedDistribution):
         tau = self.temperature
         perm = matching(value)
         psi = (value - (1.0 - tau) * perm_to_matrix(perm, dtype=value.dtype)) / tau
-        in_image = (matching(psi) == perm).all(-1)
+        # ``value`` is in the image iff ``perm`` is also a nearest permutation of ``psi``;
+        # compared on assignment scores with a rounding allowance (``psi`` carries the error of
+        # ``value`` divided by ``tau``), so that a sample near a Voronoi face is not refused.
+        best = matching(psi)
+        p_perm = perm_to_matrix(perm, dtype=value.dtype)
+        p_best = perm_to_matrix(best, dtype=value.dtype)
+        gap = ((p_best - p_perm) * psi).sum((-2, -1))
+        slack = 64 * torch.finfo(value.dtype).eps * (psi.abs().sum((-2, -1)) + n) / tau
+        in_image = gap <= slack
         log_q = self.base_dist.log_prob(psi) - n * n * math.log(tau)
         return torch.where(in_image, log_q, torch.full_like(log_q, -math.inf))

@@ -23,7 +23,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.optim import Adam
+from pyro.optim import ClippedAdam
 
 from pyro_permutations.distributions import (
     FlatBirkhoff,
@@ -46,8 +46,18 @@ METHODS = RELAXATIONS + MALLOWS
 #: search (``python -m tutorials.matching --grid-search``, results in
 #: ``results/grid_search.csv``).
 DEFAULT_HYPER = {
-    "stick-breaking": {"temperature": 1.0, "prior_eta": 0.3},
-    "rounding": {"temperature": 0.3, "prior_eta": 0.3},
+    "stick-breaking": {
+        "temperature": 1.0,
+        "prior_eta": 0.3,
+        "init_scale": 0.1,
+        "scale_range": [0.01, 0.3],
+    },
+    "rounding": {
+        "temperature": 0.3,
+        "prior_eta": 0.3,
+        "init_scale": 0.3,
+        "scale_range": [0.1, 0.5],
+    },
     "gumbel-sinkhorn": {"temperature": 1.0, "prior_temperature": 1.0},
 }
 
@@ -123,7 +133,7 @@ def _relaxation(method, hyper, reps, generator):
         prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
         init = {
             "loc": 0.1 * torch.randn(reps, N - 1, N - 1, generator=generator),
-            "scale": torch.full((reps, N - 1, N - 1), 0.1),
+            "scale": torch.full((reps, N - 1, N - 1), hyper.get("init_scale", 0.1)),
         }
 
         def family(loc, scale):
@@ -133,7 +143,7 @@ def _relaxation(method, hyper, reps, generator):
         prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
         init = {
             "loc": sinkhorn(0.1 * torch.randn(shape, generator=generator), n_iters=10),
-            "scale": torch.full(shape, 0.1),
+            "scale": torch.full(shape, hyper.get("init_scale", 0.1)),
         }
 
         def family(loc, scale):
@@ -149,14 +159,19 @@ def _relaxation(method, hyper, reps, generator):
     else:
         raise ValueError(f"unknown relaxation {method!r}; choose one of {RELAXATIONS}")
 
-    positive = {"scale"}
+    # The scale may be kept in a range ([BP] uses V in [0.1, 0.5] for rounding).
+    low, high = hyper.get("scale_range", (0.0, math.inf))
+    if low == 0 and high == math.inf:
+        scale_constraint = dist.constraints.positive
+    else:
+        scale_constraint = dist.constraints.interval(low, high)
 
     def guide(problem, prior):
         params = {
             name: pyro.param(
                 name,
                 value,
-                constraint=dist.constraints.positive if name in positive else dist.constraints.real,
+                constraint=scale_constraint if name == "scale" else dist.constraints.real,
             )
             for name, value in init.items()
         }
@@ -169,7 +184,7 @@ def _relaxation(method, hyper, reps, generator):
     return prior, guide, fitted
 
 
-def fit_relaxation(problem, method, hyper, steps, lr, samples, seed):
+def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=None, particles=1):
     """Fit one relaxation to every repetition of ``problem`` by SVI; return the pmfs of its
     rounded samples, ``(R, 720)``."""
     reps = problem.centers.shape[0]
@@ -177,7 +192,13 @@ def fit_relaxation(problem, method, hyper, steps, lr, samples, seed):
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     prior, guide, fitted = _relaxation(method, hyper, reps, generator)
-    svi = SVI(model, guide, Adam({"lr": lr}), Trace_ELBO())
+    # Adam at ``lr`` (the paper's 0.1), decayed geometrically to ``final_lr`` by the last step.
+    lrd = (final_lr / lr) ** (1.0 / steps) if final_lr else 1.0
+    optim = ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": 1e6})
+    elbo = Trace_ELBO(
+        num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
+    )
+    svi = SVI(model, guide, optim, elbo)
     for _ in range(steps):
         loss = svi.step(problem, prior)
         if not math.isfinite(loss):

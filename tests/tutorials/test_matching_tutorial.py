@@ -1,0 +1,122 @@
+"""The matching tutorial: a tiny run produces well-formed outputs, resumes without redoing
+work, refuses corrupt or mismatched results, and each family recovers an easy posterior."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from tutorials.matching import experiment as E
+from tutorials.matching.__main__ import main
+from tutorials.matching.run import RESULTS_FILE
+
+TINY = [
+    "--reps",
+    "2",
+    "--sigmas",
+    "0.1",
+    "--steps",
+    "5",
+    "--samples",
+    "20",
+    "--batch",
+    "1",
+    "--no-progress",
+]
+
+
+def read_summary(out):
+    with (out / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_outputs_and_resume(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    main(TINY + ["--out", str(out)])
+    rows = read_summary(out)
+    assert {r["method"] for r in rows} == set(E.METHODS)
+    for r in rows:
+        assert set(r) == {"method", "sigma", "mean", "stderr", "reps"}
+        assert r["sigma"] == "0.1" and r["reps"] == "2" and 0 <= float(r["mean"]) <= 1
+    table = (out / "table1.md").read_text()
+    assert "stick-breaking" in table and "[0.09]" in table and "gumbel-sinkhorn" in table
+    for name in ("figure2a_data.png", "figure2b_pmfs.png", "figure2c_densities.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = capsys.readouterr().out
+
+    # A rerun finds every repetition done: nothing is fitted again, the table is the same.
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished repetition was fitted again")
+
+    monkeypatch.setattr(E, "fit_relaxation", fail)
+    main(TINY + ["--out", str(out)])
+    assert (out / "table1.md").read_text() == table
+    assert capsys.readouterr().out.split("wall time")[0] == first.split("wall time")[0]
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    args = TINY + ["--out", str(out), "--methods", "rounding", "mallows-1"]
+    calls = {"n": 0}
+    real = E.fit_relaxation
+
+    def crash_on_second(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(E, "fit_relaxation", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    stored = json.loads((out / RESULTS_FILE).read_text())["records"]
+    assert [(r["method"], r["rep"]) for r in stored] == [("rounding", 0)]
+    monkeypatch.setattr(E, "fit_relaxation", real)
+    main(args)
+    stored = json.loads((out / RESULTS_FILE).read_text())["records"]
+    assert sorted((r["method"], r["rep"]) for r in stored) == [
+        ("mallows-1", 0),
+        ("mallows-1", 1),
+        ("rounding", 0),
+        ("rounding", 1),
+    ]
+    # The resumed repetition equals a fresh run of it (each repetition has its own seeds).
+    fresh = tmp_path / "fresh"
+    main(TINY + ["--out", str(fresh), "--methods", "rounding", "mallows-1"])
+    assert read_summary(fresh) == read_summary(out)
+
+
+def test_corrupt_or_mismatched_results_are_refused(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RESULTS_FILE).write_text("{not json")
+    with pytest.raises(SystemExit, match="not a valid results file"):
+        main(TINY + ["--out", str(out), "--methods", "mallows-1"])
+    main(TINY + ["--out", str(out), "--methods", "mallows-1", "--fresh"])
+    with pytest.raises(SystemExit, match="other settings .*steps"):
+        main(TINY + ["--out", str(out), "--methods", "mallows-1", "--steps", "6"])
+
+
+ROUNDING_STUCK = pytest.mark.xfail(
+    strict=True,
+    reason="known weakness, open in issue 5: the rounding fit stays diffuse or in a local optimum "
+    "on easy, concentrated posteriors (gradients reach loc only through tau * psi)",
+)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [m if m != "rounding" else pytest.param(m, marks=ROUNDING_STUCK) for m in E.RELAXATIONS],
+)
+def test_each_family_recovers_an_easy_posterior(method):
+    # SVI can end in a local optimum (a neighbouring vertex), so the property is that most
+    # fits of an easy, concentrated posterior succeed: 3 of 4 within distance 0.3.
+    problem = E.make_problem(0.05, [0, 1, 2, 3], seed=3, sigma_index=0)
+    truth = E.exact_posteriors(problem)
+    assert (truth.max(-1).values > 0.99).all()  # an easy, concentrated posterior
+    pmfs = E.fit_relaxation(
+        problem, method, E.DEFAULT_HYPER[method], 600, 0.1, 200, 0, final_lr=0.01
+    )
+    good = (E.distances(truth, pmfs) < 0.3) & (pmfs.argmax(-1) == truth.argmax(-1))
+    assert good.sum() >= 3
