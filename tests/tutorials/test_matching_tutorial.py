@@ -5,7 +5,6 @@ import csv
 import json
 
 import pytest
-import torch
 
 from tutorials.matching import experiment as E
 from tutorials.matching.__main__ import main
