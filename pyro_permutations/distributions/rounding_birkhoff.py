@@ -8,6 +8,7 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
 from pyro_permutations.ops._validation import check_floating, check_square
 from pyro_permutations.ops.matching import matching
 from pyro_permutations.ops.permutations import perm_to_matrix
@@ -16,7 +17,7 @@ from pyro_permutations.transforms.rounding import RoundingBirkhoffTransform
 __all__ = ["RoundingBirkhoff"]
 
 
-class RoundingBirkhoff(TransformedDistribution):
+class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     """Rounding distribution of [BP] section 3.2: a relaxed permutation matrix with a density.
 
     A Gaussian matrix ``psi`` is drawn and moved a fraction ``1 - tau`` of the way to its
@@ -101,18 +102,6 @@ class RoundingBirkhoff(TransformedDistribution):
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(RoundingBirkhoff, _instance)
         return super().expand(batch_shape, _instance=new)
-
-    @property
-    def loc(self):
-        return self.base_dist.base_dist.loc
-
-    @property
-    def scale(self):
-        return self.base_dist.base_dist.scale
-
-    @property
-    def temperature(self):
-        return self.transforms[0].temperature
 
     def log_prob(self, value):
         if self._validate_args:

@@ -6,12 +6,13 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 
 from pyro_permutations.constraints import birkhoff
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
 from pyro_permutations.transforms.stick_breaking import StickBreakingBirkhoffTransform
 
 __all__ = ["StickBreakingBirkhoff"]
 
 
-class StickBreakingBirkhoff(TransformedDistribution):
+class StickBreakingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     r"""Stick-breaking distribution on the Birkhoff polytope ([BP] section 3.1).
 
     An ``(N-1) x (N-1)`` Gaussian matrix ``Psi ~ Normal(loc, scale)`` (independent entries) is
@@ -106,18 +107,6 @@ class StickBreakingBirkhoff(TransformedDistribution):
         )
         new._validate_args = self._validate_args
         return new
-
-    @property
-    def loc(self):
-        return self.base_dist.base_dist.loc
-
-    @property
-    def scale(self):
-        return self.base_dist.base_dist.scale
-
-    @property
-    def temperature(self):
-        return self.transforms[0].temperature
 
 
 def _shape(temperature):
