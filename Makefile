@@ -21,9 +21,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sinkhorn_iterations.py
+	$(BIN)/python benchmarks/exact_posterior.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/sinkhorn_iterations.py --quick
+	$(BIN)/python benchmarks/exact_posterior.py --quick
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

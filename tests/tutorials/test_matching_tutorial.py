@@ -97,17 +97,7 @@ def test_corrupt_or_mismatched_results_are_refused(tmp_path):
         main(TINY + ["--out", str(out), "--methods", "mallows-1", "--steps", "6"])
 
 
-ROUNDING_STUCK = pytest.mark.xfail(
-    strict=True,
-    reason="known weakness, open in issue 5: the rounding fit stays diffuse or in a local optimum "
-    "on easy, concentrated posteriors (gradients reach loc only through tau * psi)",
-)
-
-
-@pytest.mark.parametrize(
-    "method",
-    [m if m != "rounding" else pytest.param(m, marks=ROUNDING_STUCK) for m in E.RELAXATIONS],
-)
+@pytest.mark.parametrize("method", E.RELAXATIONS)
 def test_each_family_recovers_an_easy_posterior(method):
     # SVI can end in a local optimum (a neighbouring vertex), so the property is that most
     # fits of an easy, concentrated posterior succeed: 3 of 4 within distance 0.3.

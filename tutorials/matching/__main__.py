@@ -47,15 +47,12 @@ def _grid():
     for tau in (0.1, 0.3, 0.5):
         for eta in (0.1, 0.3, 1.0):
             out.append(("rounding", {"temperature": tau, "prior_eta": eta}))
+            bounded = {"init_scale": 0.3, "scale_range": [0.1, 0.5]}
+            out.append(("rounding", {"temperature": tau, "prior_eta": eta, **bounded}))
             out.append(
                 (
                     "rounding",
-                    {
-                        "temperature": tau,
-                        "prior_eta": eta,
-                        "init_scale": 0.3,
-                        "scale_range": [0.1, 0.5],
-                    },
+                    {"temperature": tau, "prior_eta": eta, **bounded, "sinkhorn_loc": True},
                 )
             )
     for tau in (0.3, 1.0, 2.0):

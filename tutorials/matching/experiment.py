@@ -57,6 +57,7 @@ DEFAULT_HYPER = {
         "prior_eta": 0.3,
         "init_scale": 0.3,
         "scale_range": [0.1, 0.5],
+        "sinkhorn_loc": True,
     },
     "gumbel-sinkhorn": {"temperature": 1.0, "prior_temperature": 1.0},
 }
@@ -141,13 +142,24 @@ def _relaxation(method, hyper, reps, generator):
 
     elif method == "rounding":
         prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
-        init = {
-            "loc": sinkhorn(0.1 * torch.randn(shape, generator=generator), n_iters=10),
-            "scale": torch.full(shape, hyper.get("init_scale", 0.1)),
-        }
+        if hyper.get("sinkhorn_loc"):
+            # [BP]: M = Sinkhorn(log M0) with 10 sweeps, so the mean stays in the polytope.
+            init = {
+                "log_m0": 0.1 * torch.randn(shape, generator=generator),
+                "scale": torch.full(shape, hyper.get("init_scale", 0.1)),
+            }
 
-        def family(loc, scale):
-            return RoundingBirkhoff(loc, scale, tau)
+            def family(log_m0, scale):
+                return RoundingBirkhoff(sinkhorn(log_m0, n_iters=10), scale, tau)
+
+        else:
+            init = {
+                "loc": sinkhorn(0.1 * torch.randn(shape, generator=generator), n_iters=10),
+                "scale": torch.full(shape, hyper.get("init_scale", 0.1)),
+            }
+
+            def family(loc, scale):
+                return RoundingBirkhoff(loc, scale, tau)
 
     elif method == "gumbel-sinkhorn":
         prior = GumbelSinkhorn(torch.zeros(shape), hyper["prior_temperature"])
