@@ -36,8 +36,8 @@ def run(config, out, fresh=False, progress=True):
         bar.set_postfix_str(f"sigma={sigma:g} {method}")
         problem = E.make_problem(sigma, chunk, config["seed"], i)
         key = (sigma, tuple(chunk))
-        if key not in truths:
-            truths = {key: E.exact_posteriors(problem)}  # keep one batch's posteriors
+        if key not in truths:  # shared by every method at this sigma (a few MB in all)
+            truths[key] = E.exact_posteriors(problem)
         truth = truths[key]
         start = time.perf_counter()
         if method in E.MALLOWS:
