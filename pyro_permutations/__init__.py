@@ -18,5 +18,7 @@ from pyro_permutations.ops import __all__ as _ops_all
 __version__ = "0.1.0"
 
 __all__ = (
-    ["constraints", "distributions", "infer", "ops", "transforms"] + _distributions_all + _ops_all
+    ["constraints", "distributions", "infer", "nn", "ops", "transforms"]
+    + _distributions_all
+    + _ops_all
 )
