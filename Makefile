@@ -7,13 +7,18 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: tutorial test lint format bench bench-quick install clean
+.PHONY: tutorial test docs lint format bench bench-quick install clean
 
 tutorial: $(STAMP)
 	$(BIN)/python -m tutorials.matching
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The documentation site (docs/_build/html), warnings as errors, then every example in its pages.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html
+	$(BIN)/sphinx-build -W -b doctest docs docs/_build/doctest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,11 +38,11 @@ format: $(STAMP)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,tutorials]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,tutorials,docs]"
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis *.egg-info docs/_build
