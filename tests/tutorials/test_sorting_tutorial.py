@@ -1,0 +1,77 @@
+"""The sorting tutorial: a tiny run produces well-formed outputs, a rerun reuses the stored
+model instead of retraining, and corrupt or mismatched checkpoints are refused."""
+
+import csv
+
+import pytest
+import torch
+
+from tutorials.sorting import experiment as E
+from tutorials.sorting.__main__ import main
+from tutorials.sorting.paper import INTERVALS
+from tutorials.sorting.run import COLUMNS
+
+TINY = ["--n", "5", "--steps", "20", "--test-size", "50", "--no-progress"]
+
+
+def read_summary(out):
+    with (out / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "run"
+    main(TINY + ["--out", str(out)])
+    rows = read_summary(out)
+    assert [r["interval"] for r in rows] == [label for label, *_ in INTERVALS]
+    for r in rows:
+        assert list(r) == COLUMNS and r["n"] == "5"
+        assert 0 <= float(r["prop_wrong"]) <= float(r["prop_any_wrong"]) <= 1
+        assert -1 <= float(r["kendall_tau"]) <= 1 and float(r["train_seconds"]) > 0
+    table = (out / "table1.md").read_text()
+    assert "| U(1000,1001) |" in table and "[0.06]" in table  # ours, and the Vinyals row
+    assert (out / "model-n5.pt").exists() and not list(out.glob("*.tmp"))
+    first = capsys.readouterr().out
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a stored model was trained again")
+
+    monkeypatch.setattr(E, "train", fail)
+    main(TINY + ["--out", str(out)])
+    assert (out / "table1.md").read_text() == table
+    assert read_summary(out) == rows
+    second = capsys.readouterr().out
+    assert (
+        "loaded" in second
+        and second.split("wall time")[0].split("\n", 1)[1]
+        == (first.split("wall time")[0].split("\n", 1)[1])
+    )
+
+
+def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    main(TINY + ["--out", str(out)])
+    path = out / "model-n5.pt"
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a refused checkpoint must not be retrained over silently")
+
+    monkeypatch.setattr(E, "train", fail)
+    with pytest.raises(SystemExit, match="other settings.*steps.*--fresh"):
+        main(["--n", "5", "--steps", "21", "--test-size", "50", "--no-progress", "--out", str(out)])
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SystemExit, match="model-n5.pt is not a readable checkpoint.*--fresh"):
+        main(TINY + ["--out", str(out)])
+    torch.save({"format": 1}, path)
+    with pytest.raises(SystemExit, match="other settings"):
+        main(TINY + ["--out", str(out)])
+    monkeypatch.undo()
+    main(TINY + ["--out", str(out), "--fresh"])  # --fresh retrains over it
+    assert len(read_summary(out)) == len(INTERVALS)
+
+
+def test_sample_lists_gives_true_ranks():
+    scrambled, ordered, perm = E.sample_lists(4, 6, 10.0, 11.0)
+    assert scrambled.shape == (4, 6, 1) and ((scrambled >= 10) & (scrambled <= 11)).all()
+    # library convention: number i goes to position perm[i] of the sorted list
+    assert torch.equal(ordered.squeeze(-1).gather(1, perm), scrambled.squeeze(-1))
