@@ -92,11 +92,6 @@ def summarize(store):
     return rows
 
 
-def paper_row(method):
-    """The [BP] Table 1 row a method is compared with (its theta = 0.5 row is theta = 1)."""
-    return TABLE1.get(method)
-
-
 def write_summary(rows, out):
     path = Path(out) / "summary.csv"
     with path.open("w", newline="") as f:
@@ -121,7 +116,7 @@ def markdown_table(rows, sigmas):
         "|---|" + "---|" * len(sigmas),
     ]
     for m in methods:
-        paper = paper_row(m)
+        paper = TABLE1.get(m)  # keyed by our method names (the paper's 0.5 row is mallows-1)
         cells = []
         for j, s in enumerate(sigmas):
             if (m, s) not in by:
