@@ -1,4 +1,5 @@
-"""Neural modules: the Sinkhorn network of [GS] section 3, its loss and its metrics.
+"""Neural modules: the Sinkhorn network of [GS] section 3, its loss, its metrics, and jigsaw
+puzzle operations (cutting images into pieces and putting them back).
 
 Convention: scrambled piece ``i`` belongs at position ``perm[i]`` (``P[i, perm[i]] = 1``), so
 the ordered objects are ``P^T x`` over the piece axis (:func:`reconstruct`).
@@ -12,15 +13,20 @@ from pyro_permutations.nn.metrics import (
     prop_any_wrong,
     prop_wrong,
 )
+from pyro_permutations.nn.puzzles import crop_to_grid, image_to_pieces, pieces_to_image, scramble
 from pyro_permutations.nn.sinkhorn_network import SinkhornNetwork, reconstruct
 
 __all__ = [
     "SinkhornNetwork",
+    "crop_to_grid",
+    "image_to_pieces",
     "kendall_tau_mean",
     "l1_error",
     "l2_error",
+    "pieces_to_image",
     "prop_any_wrong",
     "prop_wrong",
     "reconstruct",
     "reconstruction_loss",
+    "scramble",
 ]
