@@ -1,4 +1,6 @@
-"""Transforms onto the Birkhoff polytope, registered with torch/Pyro.
+"""Transforms onto the Birkhoff polytope, registered with torch/Pyro, and their counterparts on
+the simplex (:class:`StickBreakingSimplexTransform`, :class:`RoundingSimplexTransform`, not
+registered: ``biject_to(simplex)`` stays torch's ``StickBreakingTransform``).
 
 - ``biject_to(birkhoff)`` is :class:`StickBreakingBirkhoffTransform` (temperature 1): a
   bijection from ``R^{(N-1) x (N-1)}`` onto the polytope's interior with an exact Jacobian, used
@@ -13,10 +15,18 @@ from torch.distributions import biject_to, transform_to
 
 from pyro_permutations.constraints import Birkhoff
 from pyro_permutations.transforms.rounding import RoundingBirkhoffTransform
+from pyro_permutations.transforms.rounding_simplex import RoundingSimplexTransform
 from pyro_permutations.transforms.sinkhorn import SinkhornTransform
 from pyro_permutations.transforms.stick_breaking import StickBreakingBirkhoffTransform
+from pyro_permutations.transforms.stick_breaking_simplex import StickBreakingSimplexTransform
 
-__all__ = ["RoundingBirkhoffTransform", "SinkhornTransform", "StickBreakingBirkhoffTransform"]
+__all__ = [
+    "RoundingBirkhoffTransform",
+    "RoundingSimplexTransform",
+    "SinkhornTransform",
+    "StickBreakingBirkhoffTransform",
+    "StickBreakingSimplexTransform",
+]
 
 
 @biject_to.register(Birkhoff)
