@@ -16,7 +16,9 @@ from pyro_permutations.distributions.mallows import Mallows
 from pyro_permutations.distributions.plackett_luce import PlackettLuce
 from pyro_permutations.distributions.rounding_birkhoff import RoundingBirkhoff
 from pyro_permutations.distributions.rounding_prior import RoundingPrior
+from pyro_permutations.distributions.rounding_simplex import RoundingSimplex
 from pyro_permutations.distributions.stick_breaking_birkhoff import StickBreakingBirkhoff
+from pyro_permutations.distributions.stick_breaking_simplex import StickBreakingSimplex
 from pyro_permutations.distributions.uniform_permutation import UniformPermutation
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "PlackettLuce",
     "RoundingBirkhoff",
     "RoundingPrior",
+    "RoundingSimplex",
     "StickBreakingBirkhoff",
+    "StickBreakingSimplex",
     "UniformPermutation",
     "perturbed_scores",
 ]

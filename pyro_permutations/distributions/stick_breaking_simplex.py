@@ -1,0 +1,135 @@
+"""A Gaussian pushed through tempered stick-breaking onto the simplex."""
+
+import torch
+from pyro.distributions import Normal, TransformedDistribution
+from pyro.distributions.util import broadcast_shape
+from torch.distributions import constraints
+
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
+from pyro_permutations.ops._validation import check_floating
+from pyro_permutations.transforms.stick_breaking_simplex import StickBreakingSimplexTransform
+
+__all__ = ["StickBreakingSimplex"]
+
+
+class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
+    r"""Stick-breaking distribution on the simplex, a relaxed categorical with an exact density
+    ([BP] section 3.1 and its supplement's categorical case).
+
+    A Gaussian vector ``psi ~ Normal(loc, scale)`` in ``R^{N-1}`` (independent entries) is
+    mapped onto the simplex by
+    :class:`~pyro_permutations.transforms.StickBreakingSimplexTransform`:
+    ``beta = sigmoid(psi / tau)``, ``x_1 = beta_1``, ``x_n = beta_n (1 - sum_{m<n} x_m)``,
+    ``x_N = 1 - sum_{m<N} x_m``. The map is a bijection onto the simplex's interior, so
+
+    .. math::
+
+        q(x) = \frac{\mathcal{N}(\psi(x); \mu, \nu^2)}{|J(\psi(x))|},
+
+    a density with respect to Lebesgue measure on ``x_1, ..., x_{N-1}`` (the measure of torch's
+    :class:`~torch.distributions.RelaxedOneHotCategorical`). It is the simplex counterpart of
+    :class:`~pyro_permutations.distributions.StickBreakingBirkhoff` (whose first row is this).
+
+    **Zero temperature.** As ``tau -> 0``, ``beta_n -> 1[psi_n > 0]``, which has probability
+    ``rho_n = Phi(mu_n / nu_n)``, so ``x`` tends to the one-hot vector ``e_n`` with
+
+    .. math::
+
+        \pi_1 = \rho_1, \qquad \pi_n = \rho_n \prod_{m<n} (1 - \rho_m), \qquad
+        \pi_N = \prod_{m<N} (1 - \rho_m)
+
+    (:meth:`zero_temperature_probs`). Every categorical distribution is such a limit
+    (``rho_n = pi_n / (1 - sum_{m<n} pi_m)``); the stick order makes the family asymmetric.
+
+    :param torch.Tensor loc: ``mu``, floating, shape ``(..., N-1)``.
+    :param scale: ``nu > 0``, a tensor broadcastable with ``loc`` or a float.
+    :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
+    :param bool validate_args: as for any torch distribution.
+    :raises ValueError: if ``temperature`` is not positive (always checked), ``loc`` is not a
+        floating tensor with at least one dimension, or (when validating) ``scale`` is not
+        positive.
+
+    Shapes: ``batch_shape`` is the broadcast of ``loc.shape[:-1]``, ``scale.shape[:-1]`` and the
+    temperature's shape; ``event_shape`` is ``(N,)``; ``rsample(sample_shape)`` has shape
+    ``sample_shape + batch_shape + (N,)``.
+
+    Example::
+
+        >>> import torch
+        >>> from pyro_permutations.distributions import StickBreakingSimplex
+        >>> d = StickBreakingSimplex(torch.zeros(4, 2), 1.0, temperature=0.5)
+        >>> d.batch_shape, d.event_shape
+        (torch.Size([4]), torch.Size([3]))
+        >>> x = d.rsample((5,))
+        >>> x.shape, d.log_prob(x).shape
+        (torch.Size([5, 4, 3]), torch.Size([5, 4]))
+        >>> bool(torch.allclose(x.sum(-1), torch.ones(5, 4)))
+        True
+        >>> d.zero_temperature_probs()[0]  # rho = (1/2, 1/2)
+        tensor([0.5000, 0.2500, 0.2500])
+
+    References:
+
+    [BP] Linderman, Mena, Cooper, Paninski, Cunningham. Reparameterizing the Birkhoff Polytope
+    for Variational Permutation Inference. AISTATS 2018, section 3.1 and the supplement's
+    section "Alternative methods of discrete variational inference".
+    """
+
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.simplex
+    has_rsample = True
+
+    def __init__(self, loc, scale, temperature=1.0, validate_args=None):
+        transform = StickBreakingSimplexTransform(temperature, cache_size=1)
+        check_floating(loc, "loc")
+        loc, scale = torch.broadcast_tensors(loc, torch.as_tensor(scale, dtype=loc.dtype))
+        if loc.dim() < 1:
+            raise ValueError(
+                f"loc and scale must broadcast to shape (..., N-1), got {tuple(loc.shape)}"
+            )
+        batch_shape, _ = self.infer_shapes(loc.shape, scale.shape, _shape(temperature))
+        base = Normal(loc, scale, validate_args=validate_args)
+        base = base.expand(batch_shape + loc.shape[-1:]).to_event(1)
+        super().__init__(base, transform, validate_args=validate_args)
+
+    @classmethod
+    def infer_shapes(cls, loc, scale, temperature=()):
+        """``(batch_shape, event_shape)`` for arguments of the given shapes (``loc`` and
+        ``scale`` of shape ``(..., N-1)``, ``temperature`` a batch shape)."""
+        batch_shape = torch.Size(broadcast_shape(loc[:-1], scale[:-1], tuple(temperature)))
+        k = broadcast_shape(loc[-1:], scale[-1:])[-1]
+        return batch_shape, torch.Size((k + 1,))
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(StickBreakingSimplex, _instance)
+        batch_shape = torch.Size(batch_shape)
+        tau = self.temperature
+        if isinstance(tau, torch.Tensor):
+            tau = tau.expand(batch_shape)
+        new.base_dist = self.base_dist.expand(batch_shape)
+        new.transforms = [StickBreakingSimplexTransform(tau, cache_size=1)]
+        # Skip TransformedDistribution.__init__ (it would rebuild from a base distribution).
+        torch.distributions.Distribution.__init__(
+            new, batch_shape, self.event_shape, validate_args=False
+        )
+        new._validate_args = self._validate_args
+        return new
+
+    def zero_temperature_probs(self):
+        """The categorical probabilities ``pi`` of the ``tau -> 0`` limit, ``(..., N)``.
+
+        ``pi_n = rho_n prod_{m<n} (1 - rho_m)`` with ``rho_n = Phi(mu_n / nu_n)`` and
+        ``pi_N = prod_{m<N} (1 - rho_m)``, computed in log space (``log_ndtr``); differentiable
+        in ``loc`` and ``scale``, independent of the temperature.
+        """
+        z = self.loc / self.scale
+        if z.shape[-1] == 0:
+            return z.new_ones(z.shape[:-1] + (1,))
+        log_rho, log_rest = torch.special.log_ndtr(z), torch.special.log_ndtr(-z)
+        log_left = torch.cumsum(log_rest, -1)
+        log_before = torch.nn.functional.pad(log_left[..., :-1], (1, 0))
+        return torch.cat([log_rho + log_before, log_left[..., -1:]], -1).exp()
+
+
+def _shape(temperature):
+    return temperature.shape if isinstance(temperature, torch.Tensor) else ()
