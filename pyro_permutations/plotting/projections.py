@@ -28,8 +28,8 @@ def simplex_to_plane(x):
     """
     if x.shape[-1:] != (3,):
         raise ValueError(f"x must have shape (..., 3), got {tuple(x.shape)}")
-    angles = torch.tensor([90.0, 210.0, 330.0], dtype=x.dtype, device=x.device) * math.pi / 180
-    vertices = torch.stack([angles.cos(), angles.sin()], -1)  # (3, 2)
+    h = math.sqrt(3) / 2
+    vertices = torch.tensor([[0.0, 1.0], [-h, -0.5], [h, -0.5]], dtype=x.dtype, device=x.device)
     return x @ vertices
 
 
@@ -70,11 +70,11 @@ def birkhoff3_to_plane(x):
     """
     if x.shape[-2:] != (3, 3):
         raise ValueError(f"x must have shape (..., 3, 3), got {tuple(x.shape)}")
-    idx = torch.arange(3, dtype=x.dtype, device=x.device)
+    idx = torch.arange(3, dtype=torch.float64)
     diff = 2 * math.pi / 3 * (idx[:, None] - idx[None, :])
     summ = 2 * math.pi / 3 * (idx[:, None] + idx[None, :]) + math.pi / 3
     # (i / 3) * (w^{i-j} + e^{i pi/3} w^{i+j}): real part -Im(...), imaginary part Re(...).
     real = -(diff.sin() + summ.sin()) / 3
     imag = (diff.cos() + summ.cos()) / 3
-    coefficients = torch.stack([real, imag], -1)  # (3, 3, 2)
+    coefficients = torch.stack([real, imag], -1).to(dtype=x.dtype, device=x.device)  # (3, 3, 2)
     return torch.einsum("...ij,ijk->...k", x, coefficients)
