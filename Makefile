@@ -24,13 +24,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The peers measured against (POT, lap) are small wheels; bench-quick runs with or without them.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/sinkhorn_iterations.py
-	$(BIN)/python benchmarks/exact_posterior.py
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
+	$(BIN)/python -m benchmarks
 
 bench-quick: $(STAMP)
-	$(BIN)/python benchmarks/sinkhorn_iterations.py --quick
-	$(BIN)/python benchmarks/exact_posterior.py --quick
+	$(BIN)/python -m benchmarks --quick
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

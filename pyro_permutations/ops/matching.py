@@ -1,5 +1,7 @@
 """The matching operator: the best permutation for a matrix of scores (linear assignment)."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.optimize
 import torch
@@ -7,6 +9,52 @@ import torch
 from pyro_permutations.ops._validation import check_scores
 
 __all__ = ["matching"]
+
+#: Batches with at least this many score entries (``B * N * N``) are split over threads.
+#: ``linear_sum_assignment`` releases the GIL while it solves, so the threads run in parallel;
+#: below this size starting them costs more than it saves (measured in ``benchmarks/``).
+PARALLEL_MIN_ENTRIES = 50_000
+
+
+def _reduced_costs(scores):
+    """Costs ``(B, N, N)`` for minimising: ``-scores`` with each row's, then each column's,
+    smallest finite entry subtracted.
+
+    Subtracting a constant from a row or a column adds the same amount to every permutation's
+    total, so the minimisers are unchanged; starting from the zeros this creates, the
+    shortest-augmenting-path solver finds its paths sooner (about 1.4x fewer seconds for
+    ``N = 50``). Forbidden pairs (``-inf`` scores) stay ``+inf``.
+    """
+    cost = np.negative(scores)
+    for axis in (-1, -2):
+        low = np.where(np.isfinite(cost), cost, np.inf).min(axis=axis, keepdims=True)
+        cost -= np.where(np.isfinite(low), low, 0.0)
+    return cost
+
+
+def _solve(cost, start, stop, out):
+    """Solve ``cost[start:stop]`` into ``out``; the index of the first infeasible matrix, or
+    ``None``."""
+    for b in range(start, stop):
+        try:
+            out[b] = scipy.optimize.linear_sum_assignment(cost[b])[1]
+        except ValueError:
+            return b
+    return None
+
+
+def _solve_batch(cost, workers):
+    """Every matrix of ``cost`` ``(B, N, N)``, in ``workers`` contiguous chunks on threads."""
+    batch, n = cost.shape[0], cost.shape[-1]
+    out = np.empty((batch, n), dtype=np.int64)
+    workers = max(1, min(workers, batch))
+    if workers == 1:
+        return out, _solve(cost, 0, batch, out)
+    bounds = np.linspace(0, batch, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        failed = list(pool.map(lambda a, b: _solve(cost, a, b, out), bounds[:-1], bounds[1:]))
+    failed = [b for b in failed if b is not None]
+    return out, min(failed) if failed else None
 
 
 def matching(scores):
@@ -18,8 +66,11 @@ def matching(scores):
              = \\arg\\max_{\\mathrm{perm}} \\sum_{i=0}^{N-1} X_{i, \\mathrm{perm}(i)}
 
     This is the linear assignment problem, solved exactly for each matrix in the batch by
-    :func:`scipy.optimize.linear_sum_assignment` (Jonker-Volgenant) on CPU. Convention:
-    ``perm[..., i] = j`` means row ``i`` goes to column ``j``, i.e. ``P[..., i, perm[i]] = 1``.
+    :func:`scipy.optimize.linear_sum_assignment` (shortest augmenting paths) on CPU, after
+    subtracting row and column minima (which leaves the solution unchanged and speeds the
+    solver up); a large batch is split over ``torch.get_num_threads()`` threads, since the
+    solver releases the GIL. Convention: ``perm[..., i] = j`` means row ``i`` goes to column
+    ``j``, i.e. ``P[..., i, perm[i]] = 1``.
     It is the zero-temperature limit of the Sinkhorn operator, ``M(X) = lim S(X / tau)``, and
     rounds a soft (e.g. doubly stochastic) matrix to a permutation. Ties are broken by the
     solver (deterministically); with continuous random scores they have probability zero.
@@ -46,14 +97,13 @@ def matching(scores):
     n = scores.shape[-1]
     batch_shape = scores.shape[:-2]
     flat = scores.detach().to(device="cpu", dtype=torch.float64).reshape(-1, n, n).numpy()
-    out = np.empty((flat.shape[0], n), dtype=np.int64)
-    for b in range(flat.shape[0]):
-        try:
-            _, out[b] = scipy.optimize.linear_sum_assignment(flat[b], maximize=True)
-        except ValueError as e:
-            index = tuple(int(i) for i in np.unravel_index(b, tuple(batch_shape)))
-            raise ValueError(
-                f"scores{list(index) if index else ''} has no perfect matching that avoids its "
-                f"-inf (forbidden) entries; allow at least one permutation with all-finite scores"
-            ) from e
+    cost = _reduced_costs(flat)
+    parallel = flat.shape[0] > 1 and flat.size >= PARALLEL_MIN_ENTRIES
+    out, failed = _solve_batch(cost, torch.get_num_threads() if parallel else 1)
+    if failed is not None:
+        index = tuple(int(i) for i in np.unravel_index(failed, tuple(batch_shape)))
+        raise ValueError(
+            f"scores{list(index) if index else ''} has no perfect matching that avoids its "
+            f"-inf (forbidden) entries; allow at least one permutation with all-finite scores"
+        )
     return torch.from_numpy(out).reshape(batch_shape + (n,)).to(scores.device)

@@ -1,6 +1,9 @@
+import importlib
 import itertools
 
+import numpy as np
 import pytest
+import scipy.optimize
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -138,3 +141,46 @@ def test_cuda(dtype):
     perm = matching(scores)
     assert perm.device.type == "cuda"
     assert torch.equal(perm.cpu(), matching(scores.cpu()))
+
+
+matching_module = importlib.import_module("pyro_permutations.ops.matching")
+
+
+def test_same_as_plain_scipy_loop():
+    # Subtracting row and column minima leaves the assignment unchanged.
+    scores = torch.randn(50, 8, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    scores[3, 0, 1:] = NEG_INF
+    loop = [scipy.optimize.linear_sum_assignment(s, maximize=True)[1] for s in scores.numpy()]
+    assert torch.equal(matching(scores), torch.from_numpy(np.stack(loop)))
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7, 64])
+def test_threaded_same_as_sequential(workers):
+    scores = torch.randn(37, 9, 9, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    cost = matching_module._reduced_costs(scores.numpy())
+    sequential, failed = matching_module._solve_batch(cost, 1)
+    assert failed is None
+    threaded, failed = matching_module._solve_batch(cost, workers)
+    assert failed is None
+    assert np.array_equal(threaded, sequential)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_threaded_reports_first_infeasible(workers):
+    scores = torch.randn(20, 3, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    scores[[7, 16], :, 0] = NEG_INF  # column 0 forbidden in matrices 7 and 16
+    _, failed = matching_module._solve_batch(
+        matching_module._reduced_costs(scores.numpy()), workers
+    )
+    assert failed == 7
+
+
+def test_parallel_path_same_result(monkeypatch):
+    scores = torch.randn(2, 30, 6, 6, generator=torch.Generator().manual_seed(7))
+    sequential = matching(scores)
+    monkeypatch.setattr(matching_module, "PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(matching_module.torch, "get_num_threads", lambda: 3)
+    assert torch.equal(matching(scores), sequential)
+    scores[1, 4, 0, :] = NEG_INF  # row 0 of matrix [1, 4] has no allowed column
+    with pytest.raises(ValueError, match=r"scores\[1, 4\]"):
+        matching(scores)

@@ -1,0 +1,1 @@
+"""Benchmarks of pyro_permutations side by side with its peers: ``python -m benchmarks``."""

@@ -1,0 +1,96 @@
+"""Run every benchmark side by side and write ``benchmarks/RESULTS.md``.
+
+    python -m benchmarks                      # full run (about 10 minutes on 2 cores)
+    python -m benchmarks --quick              # tiny sizes, seconds (CI smoke run)
+    python -m benchmarks --only matching svi  # some sections
+    python -m benchmarks --full-tutorial      # also time the full matching tutorial (~7 min)
+
+The quick mode writes to a temporary file unless ``--out`` is given, so that it never
+overwrites the committed results. Peers (POT, lap) are optional: ``pip install -e ".[bench]"``;
+a section whose peer is missing says "not installed".
+"""
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks import exact_posterior, matching, sinkhorn_backward, sinkhorn_forward, svi
+from benchmarks._common import load_average, machine_lines
+
+SECTIONS = {
+    "sinkhorn_forward": ("Sinkhorn forward to marginal error 1e-3", sinkhorn_forward),
+    "sinkhorn_backward": ("Sinkhorn backward: unrolled vs implicit", sinkhorn_backward),
+    "matching": ("Matching (linear assignment)", matching),
+    "exact_posterior": ("exact_posterior", exact_posterior),
+    "svi": ("SVI on the matching model", svi),
+}
+DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
+    p.add_argument("--out", default=None, help=f"markdown file (default {DEFAULT_OUT})")
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--full-tutorial",
+        action="store_true",
+        help="also run python -m tutorials.matching --reps 200 and record its wall time",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.out:
+        out = Path(args.out)
+    elif args.quick:
+        out = Path(tempfile.gettempdir()) / "pyro_permutations_benchmarks_quick.md"
+    else:
+        out = DEFAULT_OUT
+    command = shlex.join(["python", "-m", "benchmarks", *argv])
+    load_before = load_average()
+    start = time.perf_counter()
+    parts = []
+    for name in args.only or SECTIONS:
+        title, module = SECTIONS[name]
+        print(f"## {title}", flush=True)
+        kwargs = {"full_tutorial": args.full_tutorial} if name == "svi" else {}
+        section_start = time.perf_counter()
+        text = module.run(args.quick, log=lambda line: print(line, flush=True), **kwargs)
+        seconds = time.perf_counter() - section_start
+        parts.append(f"## {title}\n\n{text}\n\n(section wall time {seconds:.0f} s)")
+    total = time.perf_counter() - start
+    mode = "quick mode: tiny sizes, not results" if args.quick else "full run"
+    header = [
+        "# Benchmark results",
+        "",
+        f"Written by `{command}` ({mode}) on {time.strftime('%Y-%m-%d %H:%M %Z')}, in "
+        f"{total:.0f} s.",
+        "",
+        *machine_lines(),
+        f"- Load average (1, 5, 15 min) before the run: {load_before}; after: {load_average()}"
+        f" ({os.cpu_count()} CPUs). A load above about 1 means other processes shared the cores "
+        "and the times are inflated by them.",
+        "",
+    ]
+    out.write_text("\n".join(header) + "\n" + "\n\n".join(parts) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
