@@ -6,13 +6,16 @@ the same tensor and returns ``(B, N)`` permutations, checked to be identical to 
 - **ours**: ``pyro_permutations.ops.matching(x)``: validation, one float64 conversion of the
   whole batch, row and column minima subtracted (the solution is unchanged, the solver
   faster), then ``scipy.optimize.linear_sum_assignment`` on each matrix, split over
-  ``torch.get_num_threads()`` threads for large batches (the solver releases the GIL).
+  ``torch.get_num_threads()`` threads for large batches (the solver releases the GIL);
+  timed with 1 thread and with one per core (torch's default).
 - **scipy loop**: ``x.numpy()`` once, then ``linear_sum_assignment(x[b], maximize=True)`` for
   each ``b`` in a Python loop.
 - **lap loop**: the same loop over ``lap.lapjv(-x[b].astype(float64))`` (Jonker-Volgenant).
 
 Times are medians of repeated calls (at least 0.3 s of repeats, at most five).
 """
+
+import os
 
 import numpy as np
 import scipy.optimize
@@ -46,8 +49,19 @@ def lap_solver():
     return lap_loop
 
 
+def with_threads(threads, fn):
+    """``fn()`` with ``torch.set_num_threads(threads)`` (``matching`` uses that many)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
 def run(quick, log=print):
     p = QUICK if quick else FULL
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lap_loop = lap_solver()
     torch.manual_seed(0)
     rows, target_line = [], None
@@ -58,8 +72,10 @@ def run(quick, log=print):
         if not np.array_equal(ours, ref):
             raise AssertionError(f"matching differs from the scipy loop at N = {n}")
         t_scipy = median_time(lambda x=x: scipy_loop(x))
-        t_ours = median_time(lambda x=x: matching(x))
-        row = [p["b"], n, f"{t_ours:.4f}", f"{t_scipy:.4f}", f"{t_scipy / t_ours:.2f}x"]
+        t_one = with_threads(1, lambda x=x: median_time(lambda: matching(x)))
+        t_ours = with_threads(cores, lambda x=x: median_time(lambda: matching(x)))
+        row = [p["b"], n, f"{t_one:.4f}", f"{t_ours:.4f}", f"{t_scipy:.4f}"]
+        row += [f"{t_scipy / t_one:.2f}x", f"{t_scipy / t_ours:.2f}x"]
         if lap_loop is None:
             row += ["not installed", ""]
         else:
@@ -79,7 +95,17 @@ def run(quick, log=print):
         doc_markdown(__doc__),
         "",
         table(
-            ["B", "N", "ours s", "scipy loop s", "scipy / ours", "lap loop s", "lap / ours"],
+            [
+                "B",
+                "N",
+                "ours s, 1 thread",
+                f"ours s, {cores} threads",
+                "scipy loop s",
+                "scipy / ours, 1 thread",
+                f"scipy / ours, {cores} threads",
+                "lap loop s",
+                f"lap / ours, {cores} threads",
+            ],
             rows,
         ),
         "",

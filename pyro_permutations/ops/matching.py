@@ -6,7 +6,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from pyro_permutations.ops._validation import check_scores
+from pyro_permutations.ops._validation import check_floating, check_scores, check_square
 
 __all__ = ["matching"]
 
@@ -17,44 +17,55 @@ PARALLEL_MIN_ENTRIES = 50_000
 
 
 def _reduced_costs(scores):
-    """Costs ``(B, N, N)`` for minimising: ``-scores`` with each row's, then each column's,
-    smallest finite entry subtracted.
+    """Float64 costs ``(B, N, N)`` for minimising: ``-scores`` with each row's, then each
+    column's, smallest entry subtracted; ``None`` if ``scores`` holds NaN or ``+inf``.
 
     Subtracting a constant from a row or a column adds the same amount to every permutation's
     total, so the minimisers are unchanged; starting from the zeros this creates, the
-    shortest-augmenting-path solver finds its paths sooner (about 1.4x fewer seconds for
+    shortest-augmenting-path solver finds its paths sooner (1.4x to 2.7x fewer seconds at
     ``N = 50``). Forbidden pairs (``-inf`` scores) stay ``+inf``.
     """
-    cost = np.negative(scores)
-    for axis in (-1, -2):
-        low = np.where(np.isfinite(cost), cost, np.inf).min(axis=axis, keepdims=True)
-        cost -= np.where(np.isfinite(low), low, 0.0)
+    cost = np.negative(scores, dtype=np.float64)
+    low = cost.min(axis=-1, keepdims=True)  # NaN propagates; a +inf score gives -inf
+    if np.isnan(low).any() or np.isneginf(low).any():
+        return None
+    low[np.isposinf(low)] = 0.0  # a row with every pair forbidden: left for the solver
+    cost -= low
+    low = cost.min(axis=-2, keepdims=True)
+    low[np.isposinf(low)] = 0.0
+    cost -= low
     return cost
 
 
-def _solve(cost, start, stop, out):
-    """Solve ``cost[start:stop]`` into ``out``; the index of the first infeasible matrix, or
-    ``None``."""
+def _solve(scores, start, stop, out):
+    """Solve ``scores[start:stop]`` into ``out[start:stop]``. Returns ``None``, or the first
+    problem: ``(start, "invalid")`` for NaN or ``+inf`` scores, ``(b, "infeasible")`` for a
+    matrix ``b`` with no permutation avoiding its ``-inf`` entries."""
+    cost = _reduced_costs(scores[start:stop])
+    if cost is None:
+        return start, "invalid"
     for b in range(start, stop):
         try:
-            out[b] = scipy.optimize.linear_sum_assignment(cost[b])[1]
+            out[b] = scipy.optimize.linear_sum_assignment(cost[b - start])[1]
         except ValueError:
-            return b
+            return b, "infeasible"
     return None
 
 
-def _solve_batch(cost, workers):
-    """Every matrix of ``cost`` ``(B, N, N)``, in ``workers`` contiguous chunks on threads."""
-    batch, n = cost.shape[0], cost.shape[-1]
+def _solve_batch(scores, workers):
+    """Permutations ``(B, N)`` maximising each of ``scores`` ``(B, N, N)`` (a numpy array),
+    in ``workers`` contiguous chunks on threads, and the first problem met (see ``_solve``)."""
+    batch, n = scores.shape[0], scores.shape[-1]
     out = np.empty((batch, n), dtype=np.int64)
     workers = max(1, min(workers, batch))
     if workers == 1:
-        return out, _solve(cost, 0, batch, out)
+        return out, _solve(scores, 0, batch, out)
     bounds = np.linspace(0, batch, workers + 1).astype(int)
     with ThreadPoolExecutor(workers) as pool:
-        failed = list(pool.map(lambda a, b: _solve(cost, a, b, out), bounds[:-1], bounds[1:]))
-    failed = [b for b in failed if b is not None]
-    return out, min(failed) if failed else None
+        problems = pool.map(lambda a, b: _solve(scores, a, b, out), bounds[:-1], bounds[1:])
+        problems = [p for p in problems if p is not None]
+    # NaN or +inf anywhere is reported before any infeasible matrix, as without threads.
+    return out, min(problems, key=lambda p: (p[1] != "invalid", p[0]), default=None)
 
 
 def matching(scores):
@@ -93,15 +104,18 @@ def matching(scores):
     [GS] Mena, Belanger, Linderman, Snoek. Learning Latent Permutations with Gumbel-Sinkhorn
     Networks. ICLR 2018, section 2.
     """
-    check_scores(scores, "scores", allow_neg_inf=True)
+    check_floating(scores, "scores")
+    check_square(scores, "scores")
     n = scores.shape[-1]
     batch_shape = scores.shape[:-2]
-    flat = scores.detach().to(device="cpu", dtype=torch.float64).reshape(-1, n, n).numpy()
-    cost = _reduced_costs(flat)
+    flat = scores.detach().to(device="cpu").reshape(-1, n, n).numpy()
     parallel = flat.shape[0] > 1 and flat.size >= PARALLEL_MIN_ENTRIES
-    out, failed = _solve_batch(cost, torch.get_num_threads() if parallel else 1)
-    if failed is not None:
-        index = tuple(int(i) for i in np.unravel_index(failed, tuple(batch_shape)))
+    out, problem = _solve_batch(flat, torch.get_num_threads() if parallel else 1)
+    if problem is not None and problem[1] == "invalid":
+        check_scores(scores, "scores", allow_neg_inf=True)  # raises, naming NaN or +inf
+        raise AssertionError("unreachable: scores hold NaN or +inf")
+    if problem is not None:
+        index = tuple(int(i) for i in np.unravel_index(problem[0], tuple(batch_shape)))
         raise ValueError(
             f"scores{list(index) if index else ''} has no perfect matching that avoids its "
             f"-inf (forbidden) entries; allow at least one permutation with all-finite scores"

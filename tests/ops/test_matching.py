@@ -157,11 +157,10 @@ def test_same_as_plain_scipy_loop():
 @pytest.mark.parametrize("workers", [2, 3, 7, 64])
 def test_threaded_same_as_sequential(workers):
     scores = torch.randn(37, 9, 9, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    cost = matching_module._reduced_costs(scores.numpy())
-    sequential, failed = matching_module._solve_batch(cost, 1)
-    assert failed is None
-    threaded, failed = matching_module._solve_batch(cost, workers)
-    assert failed is None
+    sequential, problem = matching_module._solve_batch(scores.numpy(), 1)
+    assert problem is None
+    threaded, problem = matching_module._solve_batch(scores.numpy(), workers)
+    assert problem is None
     assert np.array_equal(threaded, sequential)
 
 
@@ -169,10 +168,8 @@ def test_threaded_same_as_sequential(workers):
 def test_threaded_reports_first_infeasible(workers):
     scores = torch.randn(20, 3, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     scores[[7, 16], :, 0] = NEG_INF  # column 0 forbidden in matrices 7 and 16
-    _, failed = matching_module._solve_batch(
-        matching_module._reduced_costs(scores.numpy()), workers
-    )
-    assert failed == 7
+    _, problem = matching_module._solve_batch(scores.numpy(), workers)
+    assert problem == (7, "infeasible")
 
 
 def test_parallel_path_same_result(monkeypatch):
@@ -183,4 +180,15 @@ def test_parallel_path_same_result(monkeypatch):
     assert torch.equal(matching(scores), sequential)
     scores[1, 4, 0, :] = NEG_INF  # row 0 of matrix [1, 4] has no allowed column
     with pytest.raises(ValueError, match=r"scores\[1, 4\]"):
+        matching(scores)
+
+
+@pytest.mark.parametrize("value, message", [(float("nan"), "NaN"), (float("inf"), r"\+inf")])
+def test_parallel_path_bad_values(monkeypatch, value, message):
+    monkeypatch.setattr(matching_module, "PARALLEL_MIN_ENTRIES", 0)
+    monkeypatch.setattr(matching_module.torch, "get_num_threads", lambda: 3)
+    scores = torch.randn(9, 4, 4)
+    scores[6, 1, 2] = value
+    scores[2, 0, :] = NEG_INF  # an infeasible matrix before it: bad values are reported first
+    with pytest.raises(ValueError, match=f"scores contains {message}"):
         matching(scores)
