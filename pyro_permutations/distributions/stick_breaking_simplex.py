@@ -4,6 +4,7 @@ import torch
 from pyro.distributions import Normal, TransformedDistribution
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
 
 from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
 from pyro_permutations.ops._validation import check_floating
@@ -82,7 +83,7 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature=1.0, validate_args=None):
         transform = StickBreakingSimplexTransform(temperature, cache_size=1)
         check_floating(loc, "loc")
-        loc, scale = torch.broadcast_tensors(loc, torch.as_tensor(scale, dtype=loc.dtype))
+        loc, scale = broadcast_all(loc, scale)
         if loc.dim() < 1:
             raise ValueError(
                 f"loc and scale must broadcast to shape (..., N-1), got {tuple(loc.shape)}"

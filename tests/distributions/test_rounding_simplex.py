@@ -186,3 +186,15 @@ def test_validate_sample_rejects_wrong_shape():
     d = RoundingSimplex(torch.zeros(3), 0.3, 0.5, validate_args=True)
     with pytest.raises(ValueError):
         d.log_prob(torch.zeros(4))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_on_cuda(dtype):
+    kw = dict(device="cuda", dtype=dtype)
+    d = RoundingSimplex(torch.rand(3, 4, **kw), 0.2 * torch.ones(3, 4, **kw), 0.3)
+    x = d.rsample((2,))
+    assert x.device.type == "cuda" and x.dtype == dtype and x.shape == (2, 3, 4)
+    lp = d.log_prob(x)
+    assert lp.device.type == "cuda" and torch.isfinite(lp).all()
+    assert d.log_prob(torch.full((4,), 0.25, **kw)).isneginf().all()

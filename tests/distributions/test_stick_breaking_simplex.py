@@ -228,3 +228,16 @@ def test_float32_smoke():
     assert x.dtype == torch.float32 and not torch.isnan(x).any()
     assert torch.isfinite(d.log_prob(x)).all()
     assert torch.isfinite(d.log_prob(x.clone())).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_on_cuda(dtype):
+    kw = dict(device="cuda", dtype=dtype)
+    d = StickBreakingSimplex(torch.randn(3, 4, **kw), torch.ones(4, **kw), torch.tensor(0.5, **kw))
+    x = d.rsample((2,))
+    assert x.device.type == "cuda" and x.dtype == dtype and x.shape == (2, 3, 5)
+    for value in (x, x.clone()):
+        lp = d.log_prob(value)
+        assert lp.device.type == "cuda" and torch.isfinite(lp).all()
+    assert d.zero_temperature_probs().device.type == "cuda"
