@@ -43,6 +43,7 @@ def parse_args(argv):
     p.add_argument("--out", default=None, help=f"markdown file (default {DEFAULT_OUT})")
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--note", default=None, help="a remark to print under the machine facts")
     p.add_argument(
         "--full-tutorial",
         action="store_true",
@@ -54,6 +55,7 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    default_threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.out:
@@ -73,7 +75,10 @@ def main(argv=None):
         section_start = time.perf_counter()
         text = module.run(args.quick, log=lambda line: print(line, flush=True), **kwargs)
         seconds = time.perf_counter() - section_start
-        parts.append(f"## {title}\n\n{text}\n\n(section wall time {seconds:.0f} s)")
+        parts.append(
+            f"## {title}\n\n{text}\n\n(Section wall time {seconds:.0f} s; load average after "
+            f"it {load_average()}.)"
+        )
     total = time.perf_counter() - start
     mode = "quick mode: tiny sizes, not results" if args.quick else "full run"
     header = [
@@ -86,8 +91,15 @@ def main(argv=None):
         f"- Load average (1, 5, 15 min) before the run: {load_before}; after: {load_average()}"
         f" ({os.cpu_count()} CPUs). A load above about 1 means other processes shared the cores "
         "and the times are inflated by them.",
-        "",
     ]
+    if args.threads:
+        header.append(
+            f"- torch threads set to {args.threads} by `--threads` (default here "
+            f"{default_threads})."
+        )
+    if args.note:
+        header.append(f"- Note: {args.note}")
+    header.append("")
     out.write_text("\n".join(header) + "\n" + "\n\n".join(parts) + "\n")
     print(f"wrote {out}")
 
