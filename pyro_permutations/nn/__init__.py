@@ -13,7 +13,13 @@ from pyro_permutations.nn.metrics import (
     prop_any_wrong,
     prop_wrong,
 )
-from pyro_permutations.nn.puzzles import crop_to_grid, image_to_pieces, pieces_to_image, scramble
+from pyro_permutations.nn.puzzles import (
+    crop_to_grid,
+    image_to_pieces,
+    pieces_to_image,
+    resize_to_grid,
+    scramble,
+)
 from pyro_permutations.nn.sinkhorn_network import SinkhornNetwork, reconstruct
 
 __all__ = [
@@ -28,5 +34,6 @@ __all__ = [
     "prop_wrong",
     "reconstruct",
     "reconstruction_loss",
+    "resize_to_grid",
     "scramble",
 ]

@@ -15,7 +15,7 @@ import torch
 
 from pyro_permutations.ops._validation import check_perm, check_tensor
 
-__all__ = ["crop_to_grid", "image_to_pieces", "pieces_to_image", "scramble"]
+__all__ = ["crop_to_grid", "image_to_pieces", "pieces_to_image", "resize_to_grid", "scramble"]
 
 
 def _grid(rows, cols):
@@ -65,6 +65,40 @@ def crop_to_grid(images, rows, cols=None):
     return images[..., top : top + new_h, left : left + new_w]
 
 
+def resize_to_grid(images, rows, cols=None, mode="bilinear"):
+    """Resize images to the smallest size at least their own that a ``rows x cols`` grid
+    divides.
+
+    ``H`` becomes ``rows * ceil(H / rows)`` and ``W`` becomes ``cols * ceil(W / cols)``, by
+    :func:`torch.nn.functional.interpolate` (``align_corners=False``). For example a 28 x 28
+    MNIST digit becomes 30 x 30 for a 3 x 3, 5 x 5 or 6 x 6 grid; grids that divide the
+    size leave the images unchanged (no interpolation). Unlike :func:`crop_to_grid` nothing is
+    cut off, and interpolation spreads a stroke that ends near a piece's border a little into
+    the next piece.
+
+    :param torch.Tensor images: floating ``(..., C, H, W)``.
+    :param int rows: grid rows.
+    :param int cols: grid columns (default ``rows``).
+    :param str mode: interpolation mode of :func:`~torch.nn.functional.interpolate`.
+    :returns: images of shape ``(..., C, rows * ceil(H / rows), cols * ceil(W / cols))``.
+
+    Example::
+
+        >>> resize_to_grid(torch.zeros(2, 1, 28, 28), 3).shape
+        torch.Size([2, 1, 30, 30])
+    """
+    rows, cols = _grid(rows, cols)
+    _check_images(images)
+    *batch, channels, height, width = images.shape
+    size = (rows * -(-height // rows), cols * -(-width // cols))
+    if size == (height, width):
+        return images
+    flat = images.reshape(-1, channels, height, width)
+    kwargs = {} if mode in ("nearest", "area", "nearest-exact") else {"align_corners": False}
+    out = torch.nn.functional.interpolate(flat, size=size, mode=mode, **kwargs)
+    return out.reshape(*batch, channels, *size)
+
+
 def image_to_pieces(images, rows, cols=None):
     """Cut images into a ``rows x cols`` grid of equal pieces, in raster order.
 
@@ -76,7 +110,7 @@ def image_to_pieces(images, rows, cols=None):
     The inverse is :func:`pieces_to_image`.
 
     :param torch.Tensor images: ``(..., C, H, W)``; ``rows`` must divide ``H`` and ``cols``
-        divide ``W`` (see :func:`crop_to_grid` otherwise).
+        divide ``W`` (see :func:`crop_to_grid` or :func:`resize_to_grid` otherwise).
     :param int rows: grid rows.
     :param int cols: grid columns (default ``rows``).
     :returns: pieces of shape ``(..., rows * cols, C, H // rows, W // cols)``.
@@ -94,7 +128,7 @@ def image_to_pieces(images, rows, cols=None):
     if height % rows or width % cols:
         raise ValueError(
             f"a {rows} x {cols} grid does not divide images of size {height} x {width}; crop "
-            f"them first (crop_to_grid) or resize them"
+            f"them first (crop_to_grid) or resize them (resize_to_grid)"
         )
     h, w = height // rows, width // cols
     x = images.reshape(*batch, channels, rows, h, cols, w)

