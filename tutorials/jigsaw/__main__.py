@@ -13,6 +13,7 @@ evaluates them again without retraining.
 """
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -100,8 +101,11 @@ def main(argv=None):
     except MnistError as e:
         sys.exit(f"error: {e}")
     if args.test_size is not None:
-        data.test_images = data.test_images[: args.test_size]
-        data.test_labels = data.test_labels[: args.test_size]
+        data = dataclasses.replace(
+            data,
+            test_images=data.test_images[: args.test_size],
+            test_labels=data.test_labels[: args.test_size],
+        )
     try:
         rows, models = run(
             args.grid,

