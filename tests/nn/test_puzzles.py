@@ -7,6 +7,7 @@ from pyro_permutations.nn import (
     image_to_pieces,
     pieces_to_image,
     reconstruct,
+    resize_to_grid,
     scramble,
 )
 from pyro_permutations.ops import invert_perm, perm_to_matrix
@@ -90,3 +91,17 @@ def test_errors():
         scramble(torch.zeros(2, 3, 1), torch.tensor([[0, 1, 2]]))
     with pytest.raises(ValueError, match="permutations of"):
         scramble(torch.zeros(1, 3, 1), torch.tensor([[0, 0, 2]]))
+
+
+@pytest.mark.parametrize("grid,size", [(2, 28), (3, 30), (4, 28), (5, 30), (6, 30)])
+def test_resize_to_grid_sizes(grid, size):
+    images = torch.rand(2, 3, 1, 28, 28)
+    resized = resize_to_grid(images, grid)
+    assert resized.shape == (2, 3, 1, size, size)
+    if size == 28:
+        assert resized is images  # nothing to do: no interpolation
+    else:
+        # bilinear interpolation stays within the range and keeps the mean roughly
+        assert images.min() <= resized.min() and resized.max() <= images.max()
+        assert torch.allclose(resized.mean((-1, -2)), images.mean((-1, -2)), atol=0.02)
+    assert resize_to_grid(torch.zeros(1, 28, 21), 3, 2).shape == (1, 30, 22)
