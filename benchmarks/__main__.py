@@ -12,6 +12,7 @@ a section whose peer is missing says "not installed".
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -31,6 +32,17 @@ SECTIONS = {
     "svi": ("SVI on the matching model", svi),
 }
 DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
+
+
+def targets_summary(parts):
+    """The target lines of every section (those saying met, MISSED or undecided)."""
+    lines = ["## Targets at a glance", ""]
+    for part in parts:
+        title = part.splitlines()[0].removeprefix("## ")
+        for line in part.splitlines():
+            if line.startswith("- ") and re.search(r"\b(met|MISSED|undecided)\b", line):
+                lines.append(f"- {title}: {line[2:]}")
+    return "\n".join(lines)
 
 
 def parse_args(argv):
@@ -99,7 +111,7 @@ def main(argv=None):
         )
     if args.note:
         header.append(f"- Note: {args.note}")
-    header.append("")
+    header += ["", targets_summary(parts), ""]
     out.write_text("\n".join(header) + "\n" + "\n\n".join(parts) + "\n")
     print(f"wrote {out}")
 
