@@ -109,3 +109,30 @@ def test_each_family_recovers_an_easy_posterior(method):
     )
     good = (E.distances(truth, pmfs) < 0.3) & (pmfs.argmax(-1) == truth.argmax(-1))
     assert good.sum() >= 3
+
+
+def test_grid_search_over_one_method_keeps_the_other_methods_rows(tmp_path, monkeypatch):
+    import tutorials.matching.__main__ as cli
+
+    grid = [
+        ("rounding", {"temperature": 0.5, "prior_eta": 0.3}),
+        ("rounding", {"temperature": 0.7, "prior_eta": 0.5, "anneal_from": 0.9}),
+        ("gumbel-sinkhorn", {"temperature": 1.0, "prior_temperature": 1.0}),
+    ]
+    monkeypatch.setattr(cli, "GRID", grid)
+    tiny = ["--grid-search", "--reps", "2", "--sigmas", "0.1", "--steps", "3", "--samples", "10"]
+    main(tiny + ["--no-progress", "--out", str(tmp_path)])
+    with (tmp_path / "grid_search.csv").open() as f:
+        first = list(csv.DictReader(f))
+    assert [(r["method"], json.loads(r["hyper"])) for r in first] == grid
+    for r in first:
+        assert 0 <= float(r["sigma=0.1"]) <= 1 and r["average"] == r["sigma=0.1"]
+
+    main(tiny + ["--methods", "rounding", "--no-progress", "--out", str(tmp_path)])
+    with (tmp_path / "grid_search.csv").open() as f:
+        second = list(csv.DictReader(f))
+    # the Gumbel-Sinkhorn row is kept as it was, the rounding rows are searched again
+    assert [r for r in second if r["method"] == "gumbel-sinkhorn"] == first[2:]
+    assert [json.loads(r["hyper"]) for r in second if r["method"] == "rounding"] == [
+        h for _, h in grid[:2]
+    ]

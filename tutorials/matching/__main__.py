@@ -55,6 +55,38 @@ def _grid():
                     {"temperature": tau, "prior_eta": eta, **bounded, "sinkhorn_loc": True},
                 )
             )
+    # Second rounding stage (after the first pointed to larger temperatures, a wider prior and
+    # a smaller scale): [BP]'s mean kept in the polytope by Sinkhorn, scale bounded above.
+    for tau in (0.5, 0.7, 0.9):
+        for eta in (0.3, 0.5, 0.7, 1.0):
+            for high in (0.15, 0.25):
+                out.append(
+                    (
+                        "rounding",
+                        {
+                            "temperature": tau,
+                            "prior_eta": eta,
+                            "init_scale": 0.3,
+                            "scale_range": [0.05, high],
+                            "sinkhorn_loc": True,
+                        },
+                    )
+                )
+    # [BP] section 5 fits "with an annealing schedule": the guide's temperature falls from 0.9.
+    for tau in (0.1, 0.5):
+        out.append(
+            (
+                "rounding",
+                {
+                    "temperature": tau,
+                    "anneal_from": 0.9,
+                    "prior_eta": 0.5,
+                    "init_scale": 0.3,
+                    "scale_range": [0.05, 0.25],
+                    "sinkhorn_loc": True,
+                },
+            )
+        )
     for tau in (0.3, 1.0, 2.0):
         for prior_tau in (0.3, 1.0, 2.0):
             out.append(("gumbel-sinkhorn", {"temperature": tau, "prior_temperature": prior_tau}))
@@ -127,9 +159,18 @@ def grid_search(args, out):
             means.append(E.distances(truth, pmfs).mean().item())
         rows.append((method, json.dumps(hyper), *means, sum(means) / len(means)))
     path = out / "grid_search.csv"
+    header = ["method", "hyper"] + [f"sigma={s:g}" for s in args.sigmas] + ["average"]
+    # A search over some methods keeps the stored rows of the others (same columns only).
+    kept = []
+    if path.exists():
+        with path.open(newline="") as f:
+            old = list(csv.reader(f))
+        if old and old[0] == header:
+            kept = [r for r in old[1:] if r and r[0] not in args.methods]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "hyper"] + [f"sigma={s:g}" for s in args.sigmas] + ["average"])
+        w.writerow(header)
+        w.writerows(kept)
         for r in rows:
             w.writerow([r[0], r[1]] + [f"{v:.4f}" for v in r[2:]])
     for method in dict.fromkeys(m for m, _ in grid):

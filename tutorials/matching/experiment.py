@@ -127,9 +127,11 @@ def mallows_pmfs(problem, theta):
     return log_p.exp().transpose(0, 1)
 
 
-def _relaxation(method, hyper, reps, generator):
-    """Prior, guide and variational family of a relaxation, for ``reps`` repetitions."""
-    tau = hyper["temperature"]
+def _relaxation(method, hyper, reps, generator, schedule):
+    """Prior, guide and variational family of a relaxation, for ``reps`` repetitions.
+
+    ``schedule["tau"]`` is the guide's temperature at the current step (annealed by the
+    caller); the fitted family uses the final temperature ``hyper["temperature"]``."""
     shape = (reps, N, N)
     if method == "stick-breaking":
         prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
@@ -138,7 +140,7 @@ def _relaxation(method, hyper, reps, generator):
             "scale": torch.full((reps, N - 1, N - 1), hyper.get("init_scale", 0.1)),
         }
 
-        def family(loc, scale):
+        def family(loc, scale, tau):
             return StickBreakingBirkhoff(loc, scale, tau)
 
     elif method == "rounding":
@@ -150,7 +152,7 @@ def _relaxation(method, hyper, reps, generator):
                 "scale": torch.full(shape, hyper.get("init_scale", 0.1)),
             }
 
-            def family(log_m0, scale):
+            def family(log_m0, scale, tau):
                 return RoundingBirkhoff(sinkhorn(log_m0, n_iters=10), scale, tau)
 
         else:
@@ -159,14 +161,14 @@ def _relaxation(method, hyper, reps, generator):
                 "scale": torch.full(shape, hyper.get("init_scale", 0.1)),
             }
 
-            def family(loc, scale):
+            def family(loc, scale, tau):
                 return RoundingBirkhoff(loc, scale, tau)
 
     elif method == "gumbel-sinkhorn":
         prior = GumbelSinkhorn(torch.zeros(shape), hyper["prior_temperature"])
         init = {"log_alpha": 0.1 * torch.randn(shape, generator=generator)}
 
-        def family(log_alpha):
+        def family(log_alpha, tau):
             return GumbelSinkhorn(log_alpha, tau)
 
     else:
@@ -189,10 +191,11 @@ def _relaxation(method, hyper, reps, generator):
             for name, value in init.items()
         }
         with pyro.plate("reps", reps, dim=-1):
-            pyro.sample("X", family(**params))
+            pyro.sample("X", family(**params, tau=schedule["tau"]))
 
     def fitted():
-        return family(**{name: pyro.param(name).detach() for name in init})
+        params = {name: pyro.param(name).detach() for name in init}
+        return family(**params, tau=hyper["temperature"])
 
     return prior, guide, fitted
 
@@ -204,7 +207,14 @@ def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=No
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    prior, guide, fitted = _relaxation(method, hyper, reps, generator)
+    # [BP] section 5 fits "with an annealing schedule": the guide's temperature falls
+    # geometrically from ``anneal_from`` to ``temperature`` over the first ``anneal_fraction``
+    # of the steps, then stays there (no annealing without ``anneal_from``).
+    tau_end = hyper["temperature"]
+    tau_start = hyper.get("anneal_from", tau_end)
+    anneal_steps = max(1, round(hyper.get("anneal_fraction", 0.5) * steps))
+    schedule = {"tau": tau_start}
+    prior, guide, fitted = _relaxation(method, hyper, reps, generator, schedule)
     # Adam at ``lr`` (the paper's 0.1), decayed geometrically to ``final_lr`` by the last step.
     lrd = (final_lr / lr) ** (1.0 / steps) if final_lr else 1.0
     optim = ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": 1e6})
@@ -212,7 +222,9 @@ def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=No
         num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
     )
     svi = SVI(model, guide, optim, elbo)
-    for _ in range(steps):
+    for step in range(steps):
+        frac = min(1.0, step / anneal_steps)
+        schedule["tau"] = tau_start * (tau_end / tau_start) ** frac
         loss = svi.step(problem, prior)
         if not math.isfinite(loss):
             raise FloatingPointError(f"{method}: the ELBO became {loss} (sigma {problem.sigma})")
