@@ -13,7 +13,9 @@ columns sum to one by the choice of ``g``) and whose negative Hessian is
 diagonal approximation of Newton's step ``d = H^{-1} (1 - r)``; the plain loop needs about
 1,100-1,600 sweeps at temperature 0.1 and does not finish at 0.01. Newton with an Armijo
 line search converges quadratically: about 5-20 steps at temperature 0.1, each costing one
-``(N, N)`` batched solve [Brauer et al. 2017].
+``(N, N)`` batched solve [Brauer et al. 2017]. From ``N = 256`` on the system is not formed:
+conjugate gradients with ``O(N^2)`` products solve it inexactly (a truncated Newton method),
+which avoids the ``O(N^3)`` product ``P P^T`` and factorisation (``python -m benchmarks``).
 
 Temperature scaling (epsilon-scaling): when the scores span a large range (low temperature),
 the problem is first solved for ``s Y`` with a small ``s`` and the solution is used as the start
@@ -47,6 +49,12 @@ STAGE_TOL = 0.1
 MAX_HALVINGS = 30
 #: Armijo constant.
 ARMIJO = 1e-4
+#: From this size on, Newton systems are solved by conjugate gradients, not formed.
+CG_MIN_N = 256
+#: Largest relative residual accepted from conjugate gradients.
+CG_FORCING = 0.1
+#: Most conjugate-gradient products per Newton step.
+CG_MAX_ITER = 200
 #: A plain sweep must shrink the marginal error by this factor to be preferred to Newton.
 PLAIN_RATE = 0.5
 
@@ -63,16 +71,68 @@ def _spread(y):
 
 
 def _newton_direction(p, r):
-    """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element."""
+    """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element.
+
+    Up to ``CG_MIN_N`` the system is formed and solved directly (batched LU); above it, where
+    forming ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by
+    conjugate gradients with ``O(N^2)`` products (:func:`_newton_cg`).
+    """
     n = p.shape[-1]
+    grad = 1 - r
+    if n >= CG_MIN_N:
+        d = _newton_cg(p, r, grad)
+        ok = torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
+        return torch.where(ok[:, None], d, -torch.log(r))
     eps = torch.finfo(p.dtype).eps
     h = torch.diag_embed(r) - p @ p.transpose(-1, -2)
     h = h + (1.0 / n) + 100 * eps * torch.eye(n, dtype=p.dtype, device=p.device)
-    grad = 1 - r
     d, info = torch.linalg.solve_ex(h, grad.unsqueeze(-1))
     d = d.squeeze(-1)
     ok = (info == 0) & torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
     return torch.where(ok[:, None], d, -torch.log(r))
+
+
+def _newton_cg(p, r, grad):
+    """Inexact Newton direction by Jacobi-preconditioned conjugate gradients.
+
+    The products ``H v = r * v - P (P^T v) + mean(v) + delta v`` cost ``O(N^2)`` each. Each
+    element stops when its residual is below ``min(CG_FORCING, sqrt(|g|_inf)) |g|`` (an
+    inexact Newton method: loose early, tight near the solution) or after ``CG_MAX_ITER``
+    products.
+    """
+    n = p.shape[-1]
+    delta = 100 * torch.finfo(p.dtype).eps
+    pt = p.transpose(-1, -2)
+
+    def matvec(v):
+        pv = (p @ (pt @ v.unsqueeze(-1))).squeeze(-1)
+        return r * v - pv + v.mean(-1, keepdim=True) + delta * v
+
+    diag = (r - (p * p).sum(-1) + 1.0 / n + delta).clamp(min=delta)
+    gnorm = grad.norm(dim=-1)
+    forcing = torch.clamp(grad.abs().amax(-1).sqrt(), max=CG_FORCING)
+    target = forcing * gnorm
+    x = torch.zeros_like(grad)
+    res = grad.clone()
+    z = res / diag
+    d = z.clone()
+    rz = (res * z).sum(-1)
+    active = res.norm(dim=-1) > target
+    for _ in range(CG_MAX_ITER):
+        if not active.any():
+            break
+        hd = matvec(d)
+        dhd = (d * hd).sum(-1)
+        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=1e-300), 0.0)
+        x = x + alpha[:, None] * d
+        res = res - alpha[:, None] * hd
+        z = res / diag
+        rz_new = (res * z).sum(-1)
+        beta = torch.where(active, rz_new / rz.clamp(min=1e-300), 0.0)
+        d = z + beta[:, None] * d
+        rz = rz_new
+        active = active & (res.norm(dim=-1) > target) & (dhd > 0)
+    return x
 
 
 def _line_search(y, d, slope):

@@ -480,3 +480,35 @@ def test_cuda_gradients(dtype, grad):
         assert torch.isfinite(x.grad).all() and (x.grad[:2][forbidden.to(device)] == 0).all()
         grads.append(x.grad.cpu())
     torch.testing.assert_close(grads[1][:2], grads[0][:2], rtol=1e-3, atol=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Conjugate-gradient Newton steps (large N): forced on small problems, and one real size.
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("tau", TAUS)
+def test_conjugate_gradient_newton_reaches_tol(monkeypatch, dtype, tau):
+    from pyro_permutations.ops import _sinkhorn_newton
+
+    monkeypatch.setattr(_sinkhorn_newton, "CG_MIN_N", 1)
+    tol = TOL[dtype]
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(4, 9, 9, generator=generator, dtype=dtype) / tau
+    scores, forbidden = forbid_some(scores, generator, fraction=0.4)
+    p, info = sinkhorn(scores, tol=tol, return_info=True)
+    assert info.converged.all() and (marginal_errors(p) <= tol).all()
+    assert (p[forbidden] == 0).all() and torch.isfinite(p).all()
+    monkeypatch.setattr(_sinkhorn_newton, "CG_MIN_N", 10**9)
+    torch.testing.assert_close(p, sinkhorn(scores, tol=tol), rtol=0, atol=10 * tol)
+
+
+def test_large_matrix_uses_conjugate_gradients_and_reaches_tol():
+    from pyro_permutations.ops import _sinkhorn_newton
+
+    n = _sinkhorn_newton.CG_MIN_N + 44
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(1, n, n, generator=generator) / 0.1
+    p, info = sinkhorn(scores, tol=1e-4, return_info=True)
+    assert info.converged.all() and (marginal_errors(p) <= 1e-4).all()
+    assert info.iterations.item() < 50  # Newton steps, not ~1,000 plain sweeps
