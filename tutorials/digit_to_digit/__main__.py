@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from tutorials.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tutorials.digit_to_digit import experiment as E
 from tutorials.jigsaw.data import MnistError, load_mnist
-from tutorials.sorting.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 COLUMNS = ["source", "target", "count", "l2_unchanged", "l2_hard", "l2_soft", "train_seconds"]
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
+from tutorials.checkpoint import CheckpointError
 from tutorials.jigsaw.data import MnistError, load_mnist
 from tutorials.jigsaw.experiment import FITS
 from tutorials.jigsaw.figures import save_figure
 from tutorials.jigsaw.paper import GRIDS
 from tutorials.jigsaw.run import markdown_table, run, write_summary
-from tutorials.sorting.checkpoint import CheckpointError
 
 QUICK_STEPS = 1000
 PAPER_STEPS = 10_000

@@ -4,9 +4,9 @@ summary and the table beside [GS] Table 2."""
 import csv
 from pathlib import Path
 
+from tutorials.checkpoint import load_checkpoint, save_checkpoint
 from tutorials.jigsaw import experiment as E
 from tutorials.jigsaw.paper import LABELS, paper_value
-from tutorials.sorting.checkpoint import load_checkpoint, save_checkpoint
 
 COLUMNS = ["grid", "kendall_tau", "prop_wrong", "prop_any_wrong", "l1", "l2", "train_seconds"]
 METRICS = COLUMNS[1:-1]

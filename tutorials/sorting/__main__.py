@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tutorials.sorting.checkpoint import CheckpointError
+from tutorials.checkpoint import CheckpointError
 from tutorials.sorting.paper import NS
 from tutorials.sorting.run import markdown_table, run, write_summary
 

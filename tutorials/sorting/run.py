@@ -4,11 +4,15 @@ the summary and the table beside [GS] Table 1."""
 import csv
 from pathlib import Path
 
+from tutorials.checkpoint import load_checkpoint, save_checkpoint
 from tutorials.sorting import experiment as E
-from tutorials.sorting.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from tutorials.sorting.paper import INTERVALS, NS, VINYALS, paper_value
 
 COLUMNS = ["interval", "n", "prop_any_wrong", "prop_wrong", "kendall_tau", "train_seconds"]
+
+
+def checkpoint_path(out, n):
+    return Path(out) / f"model-n{n}.pt"
 
 
 def model_config(n, steps, seed):

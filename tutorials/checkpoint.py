@@ -1,5 +1,5 @@
-"""Trained models, one file per list length, so that evaluation and interrupted runs do not
-retrain.
+"""Trained models of the network tutorials (sorting, jigsaw, digit-to-digit), one file per
+setting, so that evaluation and interrupted runs do not retrain.
 
 Each file holds ``{"format", "config", "state_dict", "train_seconds", "final_loss", "device"}``
 and is written atomically (a temporary file, then ``os.replace``). A file written with other
@@ -17,10 +17,6 @@ FORMAT = 1
 
 class CheckpointError(ValueError):
     """The checkpoint is corrupt or belongs to a run with other settings."""
-
-
-def checkpoint_path(out, n):
-    return Path(out) / f"model-n{n}.pt"
 
 
 def save_checkpoint(path, config, model, train_seconds, final_loss, device):
@@ -56,7 +52,7 @@ def load_checkpoint(path, config, model):
         ) from e
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path} is not a checkpoint of this tutorial (format {FORMAT}): {advice}"
+            f"{path} is not a checkpoint of the network tutorials (format {FORMAT}): {advice}"
         )
     old = data.get("config")
     if old != dict(config):
