@@ -54,10 +54,10 @@ DEFAULT_HYPER = {
         "scale_range": [0.01, 0.3],
     },
     "rounding": {
-        "temperature": 0.5,
-        "prior_eta": 0.3,
+        "temperature": 0.9,
+        "prior_eta": 0.7,
         "init_scale": 0.3,
-        "scale_range": [0.1, 0.5],
+        "scale_range": [0.05, 0.15],
         "sinkhorn_loc": True,
     },
     "gumbel-sinkhorn": {"temperature": 1.0, "prior_temperature": 0.3},
