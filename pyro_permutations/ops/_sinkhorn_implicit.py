@@ -14,13 +14,16 @@ Eliminating ``alpha = Q 1 - P beta`` leaves ``(I - P^T P) beta = Q^T 1 - P^T Q 1
 only along ``1`` (to which the right side is orthogonal); adding ``1 1^T / N`` removes that
 direction and a ridge of ``100 eps`` keeps near-permutation matrices (low temperature, where
 ``P^T P`` is close to ``I`` and the gradient is close to zero) finite. The cost is one
-``(N, N)`` batched solve, and the memory does not depend on the number of forward iterations.
+``(N, N)`` batched Cholesky solve, and the memory does not depend on the number of forward
+iterations.
 
 Reference: Eisenberger, Toker, Leal-Taixe, Bernard, Cremers. A unified framework for implicit
 Sinkhorn differentiation. CVPR 2022.
 """
 
 import torch
+
+from pyro_permutations.ops._spd_solve import spd_solve
 
 
 def implicit_sinkhorn_backward(log_p, grad_log_p):
@@ -35,9 +38,7 @@ def implicit_sinkhorn_backward(log_p, grad_log_p):
     eye = torch.eye(n, dtype=p.dtype, device=p.device)
     a = (1 + 100 * eps) * eye - pt @ p + 1.0 / n
     rhs = col - (pt @ row.unsqueeze(-1)).squeeze(-1)
-    beta, info = torch.linalg.solve_ex(a, rhs.unsqueeze(-1))
-    beta = beta.squeeze(-1)
-    beta = torch.where((info == 0)[:, None] & torch.isfinite(beta), beta, 0.0)
+    beta, _ = spd_solve(a, rhs)  # zero where the system could not be solved
     alpha = row - (p @ beta.unsqueeze(-1)).squeeze(-1)
     return q - p * (alpha[:, :, None] + beta[:, None, :])
 

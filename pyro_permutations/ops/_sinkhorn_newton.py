@@ -39,6 +39,8 @@ transport problems. SIAM J. Sci. Comput. 2019 (epsilon-scaling and absorption).
 
 import torch
 
+from pyro_permutations.ops._spd_solve import spd_solve
+
 #: Scores are first scaled so that their range within one matrix is at most this.
 START_SPREAD = 16.0
 #: Factor by which the scale grows between stages.
@@ -73,8 +75,8 @@ def _spread(y):
 def _newton_direction(p, r):
     """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element.
 
-    Up to ``CG_MIN_N`` the system is formed and solved directly (batched LU); above it, where
-    forming ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by
+    Up to ``CG_MIN_N`` the system is formed and solved directly (batched Cholesky); above it,
+    where forming ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by
     conjugate gradients with ``O(N^2)`` products (:func:`_newton_cg`).
     """
     n = p.shape[-1]
@@ -88,9 +90,8 @@ def _newton_direction(p, r):
     eps = torch.finfo(p.dtype).eps
     h = torch.diag_embed(r) - p @ p.transpose(-1, -2)
     h = h + (1.0 / n) + 100 * eps * torch.eye(n, dtype=p.dtype, device=p.device)
-    d, info = torch.linalg.solve_ex(h, grad.unsqueeze(-1))
-    d = d.squeeze(-1)
-    ok = (info == 0) & torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
+    d, ok = spd_solve(h, grad)
+    ok = ok & ((grad * d).sum(-1) > 0)
     return torch.where(ok[:, None], d, -torch.log(r))
 
 
