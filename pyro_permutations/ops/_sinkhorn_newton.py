@@ -88,8 +88,8 @@ def _newton_direction(p, r):
         ok = torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
         return torch.where(ok[:, None], d, -torch.log(r))
     eps = torch.finfo(p.dtype).eps
-    h = torch.diag_embed(r) - p @ p.transpose(-1, -2)
-    h = h + (1.0 / n) + 100 * eps * torch.eye(n, dtype=p.dtype, device=p.device)
+    h = torch.bmm(p, p.transpose(-1, -2)).neg_().add_(1.0 / n)
+    h.diagonal(dim1=-2, dim2=-1).add_(r + 100 * eps)
     d, ok = spd_solve(h, grad)
     ok = ok & ((grad * d).sum(-1) > 0)
     return torch.where(ok[:, None], d, -torch.log(r))
@@ -141,20 +141,27 @@ def _newton_cg(p, r, grad):
 def _line_search(y, d, slope):
     """Largest ``t = 2^-k`` with ``phi(t d) >= ARMIJO t slope``; ``phi(0) = 0`` here.
 
+    Returns ``(t, accepted, lse)``: ``lse`` is the column log-normaliser of ``y + t d`` at the
+    accepted ``t`` (so the step needs no second normalisation).
+
     ``phi`` is a sum of ``2 N`` terms of order one, so the test allows for their rounding.
     """
     batch, n, _ = y.shape
     noise = 4 * n * torch.finfo(y.dtype).eps
     t = y.new_ones(batch)
     accepted = torch.zeros(batch, dtype=torch.bool, device=y.device)
+    lse = None
     for _ in range(MAX_HALVINGS):
         f = t[:, None] * d
-        phi = f.sum(-1) - torch.logsumexp(y + f[:, :, None], dim=-2).sum(-1)
-        accepted = accepted | (phi >= ARMIJO * t * slope - noise)
+        lse_t = torch.logsumexp(y + f[:, :, None], dim=-2)
+        phi = f.sum(-1) - lse_t.sum(-1)
+        newly = ~accepted & (phi >= ARMIJO * t * slope - noise)
+        lse = lse_t if lse is None else torch.where(newly[:, None], lse_t, lse)
+        accepted = accepted | newly
         if accepted.all():
             break
         t = torch.where(accepted, t, 0.5 * t)
-    return t, accepted
+    return t, accepted, lse
 
 
 def newton_solve(y, tol, max_iter):
@@ -198,15 +205,24 @@ def newton_solve(y, tol, max_iter):
         # A plain sweep, or a Newton step where sweeps have stalled; elements whose stage is
         # solved move to the next scale instead.
         d = -torch.log(r)
+        advance = ~final & (err <= STAGE_TOL)
+        lse = None
         if newton.any():
             d_newton = _newton_direction(p, r)
-            t, ok = _line_search(y, d_newton, ((1 - r) * d_newton).sum(-1))
+            t, ok, lse = _line_search(y, d_newton, ((1 - r) * d_newton).sum(-1))
             # A failed line search takes the plain Sinkhorn step instead.
-            d = torch.where((newton & ok)[:, None], t[:, None] * d_newton, d)
-        advance = ~final & (err <= STAGE_TOL)
-        kappa = torch.where(advance, torch.clamp(1.0 / scale, max=KAPPA), 1.0)
-        y = torch.where(advance[:, None, None], y * kappa[:, None, None], y + d[:, :, None])
-        y = _normalize_cols(y)
-        scale = torch.where(kappa * scale >= 1 - 1e-6, 1.0, kappa * scale)
+            use = newton & ok
+            d = torch.where(use[:, None], t[:, None] * d_newton, d)
+            if not (use | advance).all():
+                lse = None  # some elements take another step: normalise all afresh
+        if advance.any():
+            kappa = torch.where(advance, torch.clamp(1.0 / scale, max=KAPPA), 1.0)
+            y = torch.where(advance[:, None, None], y * kappa[:, None, None], y + d[:, :, None])
+            y = _normalize_cols(y)
+            scale = torch.where(kappa * scale >= 1 - 1e-6, 1.0, kappa * scale)
+        elif lse is not None:  # every element took its accepted Newton step
+            y = y + d[:, :, None] - lse[:, None, :]
+        else:
+            y = _normalize_cols(y + d[:, :, None])
         it += 1
     return out, iterations, errors

@@ -32,11 +32,13 @@ def spd_solve(a, b):
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
     todo = torch.arange(batch, device=a.device)
     for ridge in RIDGES:
-        sub = a[todo]
         if ridge:
-            sub = sub + (ridge * eps * scale[todo])[:, None, None] * eye
+            sub = a[todo] + (ridge * eps * scale[todo])[:, None, None] * eye
+            rhs = b[todo]
+        else:  # the first try takes every element: no copy
+            sub, rhs = a, b
         chol, info = torch.linalg.cholesky_ex(sub)
-        sol = torch.cholesky_solve(b[todo].unsqueeze(-1), chol).squeeze(-1)
+        sol = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
         good = (info == 0) & torch.isfinite(sol).all(-1)
         x[todo[good]] = sol[good]
         ok[todo[good]] = True
