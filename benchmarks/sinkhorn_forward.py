@@ -48,14 +48,14 @@ TARGET_VS_POT = 3.0
 
 #: Printed under the targets when one is missed.
 WHY_MISSED = (
-    "Why a target can be missed: a plain sweep costs `O(N^2)` per matrix, a Newton step "
-    "`O(N^3)`: it forms `H = diag(r) - P P^T` and solves an `N x N` system. At `N = 1000` "
-    "(one thread, tau = 0.1) a profile puts half of `log_sinkhorn`'s time in forming `H` (the "
-    "product `P P^T` is 2 GFLOP) and a fifth in the solve, so a dozen Newton steps cost as "
-    "much as a few hundred sweeps, and the ratio to the plain loop (about a thousand sweeps) "
-    "falls as `N` grows. Solving the Newton system by conjugate gradients with `P (P^T v)` "
-    "products (`O(N^2)` each, as in Brauer et al. 2017) instead of forming `P P^T` would remove "
-    "the `N^3` terms; that is not done yet."
+    "Why a target can be missed: a plain sweep is two `logsumexp` passes over the batch, which "
+    "torch splits over its threads; a Newton step is a dozen smaller operations (the product "
+    "`P P^T` and a batched Cholesky solve up to `N = 255`, conjugate gradients from `N = 256`, "
+    "an Armijo line search) that gain less from a second thread. With one thread "
+    "(`benchmarks/RESULTS-1-thread.md`) every tau = 0.1 ratio to the plain loop was above 10x "
+    "in our runs; with two, the plain loop gains more than `log_sinkhorn` at the middle sizes "
+    "(B = 100, N = 50 and B = 10, N = 200), where each Newton step costs the time of about 40 "
+    "sweeps and a dozen steps are needed."
 )
 
 
