@@ -42,7 +42,7 @@ import torch
 from pyro_permutations.ops._spd_solve import spd_solve
 
 #: Scores are first scaled so that their range within one matrix is at most this.
-START_SPREAD = 16.0
+START_SPREAD = 32.0
 #: Factor by which the scale grows between stages.
 KAPPA = 4.0
 #: Marginal error at which an intermediate stage is considered solved.
@@ -150,17 +150,22 @@ def _line_search(y, d, slope):
     noise = 4 * n * torch.finfo(y.dtype).eps
     t = y.new_ones(batch)
     accepted = torch.zeros(batch, dtype=torch.bool, device=y.device)
-    lse = None
+    lse = torch.zeros(batch, n, dtype=y.dtype, device=y.device)
+    todo = torch.arange(batch, device=y.device)  # elements still halving: only they are tried
     for _ in range(MAX_HALVINGS):
-        f = t[:, None] * d
-        lse_t = torch.logsumexp(y + f[:, :, None], dim=-2)
+        sub = todo.numel() < batch
+        y_t, d_t, t_t = (y[todo], d[todo], t[todo]) if sub else (y, d, t)
+        f = t_t[:, None] * d_t
+        lse_t = torch.logsumexp(y_t + f[:, :, None], dim=-2)
         phi = f.sum(-1) - lse_t.sum(-1)
-        newly = ~accepted & (phi >= ARMIJO * t * slope - noise)
-        lse = lse_t if lse is None else torch.where(newly[:, None], lse_t, lse)
-        accepted = accepted | newly
-        if accepted.all():
+        good = phi >= ARMIJO * t_t * (slope[todo] if sub else slope) - noise
+        # Out of place: with ``grad="unrolled"`` autograd keeps ``t`` and ``lse``.
+        lse = lse.index_put((todo[good],), lse_t[good])
+        accepted[todo[good]] = True
+        todo = todo[~good]
+        if todo.numel() == 0:
             break
-        t = torch.where(accepted, t, 0.5 * t)
+        t = t.index_put((todo,), 0.5 * t[todo])
     return t, accepted, lse
 
 
