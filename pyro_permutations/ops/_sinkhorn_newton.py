@@ -42,7 +42,7 @@ import torch
 from pyro_permutations.ops._spd_solve import spd_solve
 
 #: Scores are first scaled so that their range within one matrix is at most this.
-START_SPREAD = 32.0
+START_SPREAD = 16.0
 #: Factor by which the scale grows between stages.
 KAPPA = 4.0
 #: Marginal error at which an intermediate stage is considered solved.
