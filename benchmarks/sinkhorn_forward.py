@@ -51,11 +51,11 @@ WHY_MISSED = (
     "Why a target can be missed: a plain sweep is two `logsumexp` passes over the batch, which "
     "torch splits over its threads; a Newton step is a dozen smaller operations (the product "
     "`P P^T` and a batched Cholesky solve up to `N = 255`, conjugate gradients from `N = 256`, "
-    "an Armijo line search) that gain less from a second thread. With one thread "
-    "(`benchmarks/RESULTS-1-thread.md`) every tau = 0.1 ratio to the plain loop was above 10x "
-    "in our runs; with two, the plain loop gains more than `log_sinkhorn` at the middle sizes "
-    "(B = 100, N = 50 and B = 10, N = 200), where each Newton step costs the time of about 40 "
-    "sweeps and a dozen steps are needed."
+    "an Armijo line search) that gain less from a second thread. At B = 10, N = 200 a Newton "
+    "step costs about as much as 15 plain sweeps and about ten are needed, against about a "
+    "thousand sweeps for the plain loop: a ratio near 6x to 9x. With one thread "
+    "(`benchmarks/RESULTS-1-thread.md`) the ratios are higher, as the plain loop loses its "
+    "second thread."
 )
 
 
