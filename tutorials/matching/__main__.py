@@ -1,6 +1,6 @@
 """Reproduce [BP] Table 1 and Figure 2 (synthetic matching, N = 6), with a Gumbel-Sinkhorn row.
 
-    python -m tutorials.matching                   # quick run: 10 repetitions, about 90 s
+    python -m tutorials.matching                   # quick run: 10 repetitions, about 2 minutes
     python -m tutorials.matching --reps 200 --out tutorials/matching/results   # the paper's
     python -m tutorials.matching --grid-search     # the hyper-parameter search behind the defaults
 
