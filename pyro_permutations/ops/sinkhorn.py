@@ -101,13 +101,14 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     ``max(|P 1 - 1|_inf, |P^T 1 - 1|_inf)`` is at most ``tol``, so the result is doubly
     stochastic to that tolerance at any temperature. This uses Newton's method on the dual
     with an Armijo line search and temperature (epsilon) scaling, a few to a few tens of
-    ``(N, N)`` solves (plain Sinkhorn needs over a thousand sweeps at temperature 0.1 and does
-    not finish at 0.01). With ``n_iters=L`` exactly ``L`` plain sweeps ``S^L`` are run instead,
-    as in the papers (20 in [GS]); then only the columns sum exactly to one.
+    ``(N, N)`` symmetric solves (batched Cholesky; conjugate gradients from ``N = 256``) where
+    plain Sinkhorn needs over a thousand sweeps at temperature 0.1 and does not finish at 0.01.
+    With ``n_iters=L`` exactly ``L`` plain sweeps ``S^L`` are run instead, as in the papers (20
+    in [GS]); then only the columns sum exactly to one.
 
     **Gradients.** ``grad="implicit"`` (the default when stopping on ``tol``) differentiates
-    the fixed point: one ``(N, N)`` solve in the backward pass, memory independent of the
-    number of iterations. ``grad="unrolled"`` (the default, and the only mode, with
+    the fixed point: one ``(N, N)`` Cholesky solve in the backward pass, memory independent of
+    the number of iterations. ``grad="unrolled"`` (the default, and the only mode, with
     ``n_iters``) back-propagates through every iteration run. At convergence the two agree.
 
     **Input.** Entries of magnitude up to ``1e4`` (unit scores at temperature ``1e-3``) give
