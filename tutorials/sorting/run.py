@@ -16,14 +16,19 @@ def checkpoint_path(out, n):
 
 
 def model_config(n, steps, seed):
-    return {"n": n, "steps": steps, "seed": seed, **E.REFERENCE}
+    config = {"n": n, "steps": steps, "seed": seed, **E.REFERENCE}
+    if n >= E.LONG_LISTS_FROM:
+        config.update(E.LONG_LISTS)
+    return config
 
 
 def run(ns, steps, seed, test_size, out, device="cpu", fresh=False, progress=True, log=print):
-    """Rows of ``summary.csv`` (dicts keyed by COLUMNS), one per ``(interval, n)``."""
+    """Rows of ``summary.csv`` (dicts keyed by COLUMNS), one per ``(interval, n)``.
+
+    ``steps`` is the number of training steps, or a dict giving it for each ``n``."""
     rows = []
     for n in ns:
-        config = model_config(n, steps, seed)
+        config = model_config(n, steps[n] if isinstance(steps, dict) else steps, seed)
         path = checkpoint_path(out, n)
         model = E.make_model(config)
         if path.exists() and not fresh:
@@ -64,8 +69,16 @@ def markdown_table(rows, test_size, steps):
     """Prop. any wrong, ours beside [GS] Table 1 (in brackets), as markdown."""
     ns = list(dict.fromkeys(r["n"] for r in rows))
     by = {(r["interval"], r["n"]): r for r in rows}
+    if isinstance(steps, dict):
+        short = {k: v for k, v in steps.items() if k < E.LONG_LISTS_FROM}
+        long = {k: v for k, v in steps.items() if k >= E.LONG_LISTS_FROM}
+        parts = [f"{v} steps for N={k}" for k, v in {**short, **long}.items()]
+        steps_text = ", ".join(parts)
+    else:
+        steps_text = f"{steps} steps"
     lines = [
-        f"Prop. any wrong on {test_size} test lists per cell (train U(0,1), {steps} steps); "
+        f"Prop. any wrong on {test_size} test lists per cell (train U(0,1), {steps_text}; "
+        f"N >= {E.LONG_LISTS_FROM}: no Gumbel noise, learning rate {E.LONG_LISTS['lr']}); "
         "[GS] Table 1 in brackets.",
         "",
         "| test | " + " | ".join(f"N={n}" for n in ns) + " |",
