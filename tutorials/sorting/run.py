@@ -70,10 +70,10 @@ def markdown_table(rows, test_size, steps):
     ns = list(dict.fromkeys(r["n"] for r in rows))
     by = {(r["interval"], r["n"]): r for r in rows}
     if isinstance(steps, dict):
-        short = {k: v for k, v in steps.items() if k < E.LONG_LISTS_FROM}
-        long = {k: v for k, v in steps.items() if k >= E.LONG_LISTS_FROM}
-        parts = [f"{v} steps for N={k}" for k, v in {**short, **long}.items()]
-        steps_text = ", ".join(parts)
+        by_steps = {}
+        for n in ns:
+            by_steps.setdefault(steps[n], []).append(str(n))
+        steps_text = "; ".join(f"{v} steps for N = {', '.join(k)}" for v, k in by_steps.items())
     else:
         steps_text = f"{steps} steps"
     lines = [
