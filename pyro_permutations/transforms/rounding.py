@@ -9,6 +9,7 @@ from torch.distributions.transforms import Transform
 
 from pyro_permutations.ops.matching import matching
 from pyro_permutations.ops.permutations import perm_to_matrix
+from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 
 __all__ = ["RoundingBirkhoffTransform"]
 
@@ -43,7 +44,7 @@ def _round_to_permutation(x):
     return perm_to_matrix(matching(x), dtype=x.dtype)
 
 
-class RoundingBirkhoffTransform(Transform):
+class RoundingBirkhoffTransform(TemperatureTransformMixin, Transform):
     """The rounding transform of [BP] section 3.2, from real matrices to near-permutations.
 
     .. math::
@@ -109,22 +110,6 @@ class RoundingBirkhoffTransform(Transform):
     def __init__(self, temperature, cache_size=0):
         self.temperature = _check_temperature(temperature)
         super().__init__(cache_size=cache_size)
-
-    def __eq__(self, other):
-        return (
-            isinstance(other, RoundingBirkhoffTransform) and self.temperature == other.temperature
-        )
-
-    def __hash__(self):
-        return hash((type(self), self.temperature))
-
-    def __repr__(self):
-        return f"{type(self).__name__}(temperature={self.temperature})"
-
-    def with_cache(self, cache_size=1):
-        if self._cache_size == cache_size:
-            return self
-        return RoundingBirkhoffTransform(self.temperature, cache_size=cache_size)
 
     def _call(self, psi):
         tau = self.temperature

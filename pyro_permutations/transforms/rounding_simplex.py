@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
+from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 from pyro_permutations.transforms.rounding import _check_temperature
 
 __all__ = ["RoundingSimplexTransform", "round_to_vertex"]
@@ -21,7 +22,7 @@ def round_to_vertex(x):
     return F.one_hot(x.detach().argmax(-1), x.shape[-1]).to(x.dtype)
 
 
-class RoundingSimplexTransform(Transform):
+class RoundingSimplexTransform(TemperatureTransformMixin, Transform):
     r"""Rounding on the simplex ([BP] section 3.2, categorical case), from ``R^N`` to ``R^N``.
 
     .. math::
@@ -85,20 +86,6 @@ class RoundingSimplexTransform(Transform):
     def __init__(self, temperature, cache_size=0):
         self.temperature = _check_temperature(temperature)
         super().__init__(cache_size=cache_size)
-
-    def __eq__(self, other):
-        return isinstance(other, RoundingSimplexTransform) and self.temperature == other.temperature
-
-    def __hash__(self):
-        return hash((type(self), self.temperature))
-
-    def __repr__(self):
-        return f"{type(self).__name__}(temperature={self.temperature})"
-
-    def with_cache(self, cache_size=1):
-        if self._cache_size == cache_size:
-            return self
-        return RoundingSimplexTransform(self.temperature, cache_size=cache_size)
 
     @staticmethod
     def _check(value, name):

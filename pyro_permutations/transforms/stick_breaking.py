@@ -8,6 +8,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
 from pyro_permutations.constraints import birkhoff
+from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 
 __all__ = ["StickBreakingBirkhoffTransform"]
 
@@ -68,7 +69,7 @@ def _stick_break(n, batch_shape, like, step):
     return torch.stack(rows, dim=-2)
 
 
-class StickBreakingBirkhoffTransform(Transform):
+class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
     r"""Stick-breaking bijection ``Psi -> X`` from ``(..., N-1, N-1)`` real matrices onto the
     interior of the Birkhoff polytope of ``(..., N, N)`` doubly-stochastic matrices ([BP]
     section 3.1).
@@ -144,26 +145,6 @@ class StickBreakingBirkhoffTransform(Transform):
         _check_temperature(temperature)
         self.temperature = temperature
         super().__init__(cache_size=cache_size)
-
-    def __eq__(self, other):
-        if not isinstance(other, StickBreakingBirkhoffTransform):
-            return False
-        a, b = self.temperature, other.temperature
-        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-            a, b = torch.as_tensor(a), torch.as_tensor(b)
-            return a.shape == b.shape and bool((a == b).all())
-        return a == b
-
-    def __hash__(self):
-        return id(self)
-
-    def __repr__(self):
-        return f"{type(self).__name__}(temperature={self.temperature})"
-
-    def with_cache(self, cache_size=1):
-        if self._cache_size == cache_size:
-            return self
-        return StickBreakingBirkhoffTransform(self.temperature, cache_size=cache_size)
 
     def forward_shape(self, shape):
         _check_square_event(shape, "the input shape")

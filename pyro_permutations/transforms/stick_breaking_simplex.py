@@ -4,12 +4,13 @@ import torch
 import torch.nn.functional as F
 from torch.distributions.transforms import StickBreakingTransform
 
+from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 from pyro_permutations.transforms.stick_breaking import _check_temperature
 
 __all__ = ["StickBreakingSimplexTransform"]
 
 
-class StickBreakingSimplexTransform(StickBreakingTransform):
+class StickBreakingSimplexTransform(TemperatureTransformMixin, StickBreakingTransform):
     r"""Stick-breaking with temperature, ``psi -> x``, from ``(..., N-1)`` real vectors onto the
     interior of the probability simplex of ``(..., N)`` vectors ([BP] section 3.1, the
     categorical case of its supplement).
@@ -84,26 +85,6 @@ class StickBreakingSimplexTransform(StickBreakingTransform):
         _check_temperature(temperature)
         self.temperature = temperature
         super().__init__(cache_size=cache_size)
-
-    def __eq__(self, other):
-        if not isinstance(other, StickBreakingSimplexTransform):
-            return False
-        a, b = self.temperature, other.temperature
-        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-            a, b = torch.as_tensor(a), torch.as_tensor(b)
-            return a.shape == b.shape and bool((a == b).all())
-        return a == b
-
-    def __hash__(self):
-        return id(self)
-
-    def __repr__(self):
-        return f"{type(self).__name__}(temperature={self.temperature})"
-
-    def with_cache(self, cache_size=1):
-        if self._cache_size == cache_size:
-            return self
-        return StickBreakingSimplexTransform(self.temperature, cache_size=cache_size)
 
     def _tau(self, like):
         """The temperature with a trailing event dimension, in ``like``'s dtype and device."""
