@@ -37,12 +37,17 @@ arXiv:1710.06635, 2017. Schmitzer. Stabilized sparse scaling algorithms for entr
 transport problems. SIAM J. Sci. Comput. 2019 (epsilon-scaling and absorption).
 """
 
+import math
+
 import torch
 
 from pyro_permutations.ops._spd_solve import spd_solve
 
-#: Scores are first scaled so that their range within one matrix is at most this.
-START_SPREAD = 16.0
+#: Scores are first scaled so that their range within one matrix is at most this; from
+#: ``CG_MIN_N`` on, at most ``START_SPREAD_CG``: there a damped Newton step costs more (its
+#: conjugate-gradient solve needs many products), so the first stage is kept easier.
+START_SPREAD = 32.0
+START_SPREAD_CG = 16.0
 #: Factor by which the scale grows between stages.
 KAPPA = 4.0
 #: Marginal error at which an intermediate stage is considered solved.
@@ -59,10 +64,64 @@ CG_FORCING = 0.1
 CG_MAX_ITER = 200
 #: A plain sweep must shrink the marginal error by this factor to be preferred to Newton.
 PLAIN_RATE = 0.5
+# Tiny numbers. On CPUs an exponential or a product whose result falls below ``tiny`` (the
+# smallest normal number, ``2^-126`` in float32) takes a slow path, 20-50 times slower than the
+# normal one; at low temperature most entries of ``P`` are that small. No entry below
+# ``tiny^(3/4)`` (``2.7e-29`` in float32) can change a marginal, so exponentials are taken of
+# arguments clamped at ``log tiny^(3/4)`` and such entries are flushed to zero; products are
+# kept above ``tiny`` by the two rules of :func:`_tiny_limits`.
+
+
+def _tiny_limits(dtype):
+    """``(floor, spread)`` for ``dtype``: entries of ``P`` below ``floor = tiny^(3/4)`` are
+    flushed to zero, and a weight vector spans at most ``spread = -log(tiny) / 4`` in log space
+    (21.8 in float32), so that every product of an entry and a weight is a normal number."""
+    tiny = torch.finfo(dtype).tiny
+    return tiny**0.75, -0.25 * math.log(tiny)
+
+
+def _exp_flushed(y):
+    """``exp(y)`` with entries below ``tiny^(3/4)`` set to zero, computed without subnormals."""
+    floor, _ = _tiny_limits(y.dtype)
+    # In place: torch 2.13's out-of-place exp is ten times slower on such inputs.
+    p = y.clamp(min=math.log(floor)).exp_()
+    if p.requires_grad:  # grad="unrolled": out of place
+        return torch.nn.functional.threshold(p, 2 * floor, 0.0)
+    return torch.nn.functional.threshold_(p, 2 * floor, 0.0)
+
+
+def _col_logsumexp(y):
+    """``logsumexp`` over dim ``-2`` of ``y`` (no column entirely ``-inf``), without
+    subnormals: terms below ``tiny^(3/4)`` times the column's largest are dropped, which changes
+    the result by a fraction below ``N tiny^(3/4)``."""
+    floor, _ = _tiny_limits(y.dtype)
+    m = y.amax(-2, keepdim=True)
+    return m + (y - m).clamp_(min=math.log(floor)).exp_().sum(-2, keepdim=True).log_()
 
 
 def _normalize_cols(y):
-    return y - torch.logsumexp(y, dim=-2, keepdim=True)
+    return y - _col_logsumexp(y)
+
+
+def _col_lse(y, p, f):
+    """Column log-normaliser of ``y + f[:, :, None]``, given ``p = exp(y)`` (flushed).
+
+    ``logsumexp_i (y_ij + f_i) = m + log sum_i p_ij e^{f_i - m}`` with ``m = max f``: a
+    matrix-vector product with the ``p`` at hand instead of an exponential of every entry.
+    ``y``'s columns are normalised, so each sum is at least ``e^{min f - m}``. Where
+    ``max f - min f`` is within ``spread`` (:func:`_tiny_limits`), the entries flushed in
+    ``p`` change a sum by a fraction at most ``2 N tiny^(3/4) e^spread = 2 N tiny^(1/2)``
+    (``2e-19 N`` in float32), far below rounding, and no product is subnormal. Elements with a
+    wider ``f`` take the exact column ``logsumexp``.
+    """
+    hi, lo = f.amax(-1, keepdim=True), f.amin(-1, keepdim=True)
+    w = torch.exp(f - hi).unsqueeze(-2)
+    lse = hi + torch.log(torch.bmm(w, p).squeeze(-2))
+    wide = (hi - lo).squeeze(-1) > _tiny_limits(f.dtype)[1]
+    if wide.any():
+        exact = _col_logsumexp(y[wide] + f[wide].unsqueeze(-1)).squeeze(-2)
+        lse = lse.index_put((wide.nonzero().squeeze(-1),), exact)
+    return lse
 
 
 def _spread(y):
@@ -75,14 +134,16 @@ def _spread(y):
 def _newton_direction(p, r):
     """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element.
 
+    ``p`` is flushed (:func:`_exp_flushed`); for the products ``P P^T`` entries below
+    ``sqrt(tiny)`` are flushed too (they change ``H`` by less than ``N sqrt(tiny)``).
+
     Up to ``CG_MIN_N`` the system is formed and solved directly (batched Cholesky); above it,
     where forming ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by
     conjugate gradients with ``O(N^2)`` products (:func:`_newton_cg`).
     """
     n = p.shape[-1]
     grad = 1 - r
-    # Subnormal entries change nothing here but make every product with them slow on CPUs.
-    p = p.masked_fill(p < torch.finfo(p.dtype).tiny, 0.0)
+    p = torch.nn.functional.threshold(p, torch.finfo(p.dtype).tiny ** 0.5, 0.0)
     if n >= CG_MIN_N:
         d = _newton_cg(p, r, grad)
         ok = torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
@@ -138,8 +199,10 @@ def _newton_cg(p, r, grad):
     return x
 
 
-def _line_search(y, d, slope):
+def _line_search(y, p, d, slope):
     """Largest ``t = 2^-k`` with ``phi(t d) >= ARMIJO t slope``; ``phi(0) = 0`` here.
+
+    ``p = exp(y)`` (subnormals flushed) gives each trial's normaliser by :func:`_col_lse`.
 
     Returns ``(t, accepted, lse)``: ``lse`` is the column log-normaliser of ``y + t d`` at the
     accepted ``t`` (so the step needs no second normalisation).
@@ -148,15 +211,18 @@ def _line_search(y, d, slope):
     """
     batch, n, _ = y.shape
     noise = 4 * n * torch.finfo(y.dtype).eps
-    t = y.new_ones(batch)
+    # Steps start short enough for the cheap normaliser (a wider step is rarely accepted).
+    limit = _tiny_limits(y.dtype)[1]
+    width = (d.amax(-1) - d.amin(-1)).detach()
+    t = torch.clamp(limit / width.clamp(min=1e-30), max=1.0)
     accepted = torch.zeros(batch, dtype=torch.bool, device=y.device)
     lse = torch.zeros(batch, n, dtype=y.dtype, device=y.device)
     todo = torch.arange(batch, device=y.device)  # elements still halving: only they are tried
     for _ in range(MAX_HALVINGS):
         sub = todo.numel() < batch
-        y_t, d_t, t_t = (y[todo], d[todo], t[todo]) if sub else (y, d, t)
+        y_t, p_t, d_t, t_t = (y[todo], p[todo], d[todo], t[todo]) if sub else (y, p, d, t)
         f = t_t[:, None] * d_t
-        lse_t = torch.logsumexp(y_t + f[:, :, None], dim=-2)
+        lse_t = _col_lse(y_t, p_t, f)
         phi = f.sum(-1) - lse_t.sum(-1)
         good = phi >= ARMIJO * t_t * (slope[todo] if sub else slope) - noise
         # Out of place: with ``grad="unrolled"`` autograd keeps ``t`` and ``lse``.
@@ -182,14 +248,15 @@ def newton_solve(y, tol, max_iter):
     errors = torch.empty(batch, dtype=y.dtype, device=y.device)
 
     # The schedule is a constant of the computation: no gradient flows through it.
-    scale = (START_SPREAD / _spread(y.detach()).clamp(min=1e-30)).clamp(max=1.0)
+    start = START_SPREAD_CG if y.shape[-1] >= CG_MIN_N else START_SPREAD
+    scale = (start / _spread(y.detach()).clamp(min=1e-30)).clamp(max=1.0)
     y = _normalize_cols(y * scale[:, None, None])
     idx = torch.arange(batch, device=y.device)
     newton = torch.zeros(batch, dtype=torch.bool, device=y.device)
     prev_err = torch.full((batch,), torch.inf, dtype=y.dtype, device=y.device)
     it = 0
     while True:
-        p = torch.exp(y)
+        p = _exp_flushed(y)
         r = p.sum(-1)
         err = (r - 1).abs().amax(-1)
         newton = newton | (err > PLAIN_RATE * prev_err)
@@ -214,7 +281,7 @@ def newton_solve(y, tol, max_iter):
         lse = None
         if newton.any():
             d_newton = _newton_direction(p, r)
-            t, ok, lse = _line_search(y, d_newton, ((1 - r) * d_newton).sum(-1))
+            t, ok, lse = _line_search(y, p, d_newton, ((1 - r) * d_newton).sum(-1))
             # A failed line search takes the plain Sinkhorn step instead.
             use = newton & ok
             d = torch.where(use[:, None], t[:, None] * d_newton, d)
@@ -228,6 +295,6 @@ def newton_solve(y, tol, max_iter):
         elif lse is not None:  # every element took its accepted Newton step
             y = y + d[:, :, None] - lse[:, None, :]
         else:
-            y = _normalize_cols(y + d[:, :, None])
+            y = y + (d[:, :, None] - _col_lse(y, p, d)[:, None, :])
         it += 1
     return out, iterations, errors

@@ -7,7 +7,15 @@ fails with ``oneMKL ERROR: Parameter 6 was incorrect on entry to SLASWP`` and st
 ``N >= 160`` when torch runs more than one thread.
 """
 
+import numpy as np
 import torch
+from scipy.linalg import lapack
+
+#: From this size on, CPU systems that need no gradient are factorised by LAPACK one matrix at a
+#: time (``scipy.linalg.lapack``): torch 2.13's batched Cholesky on CPU takes 1.5-2.3 times as
+#: long there (``B = 10, N = 200``: 1.9 ms against 1.25 ms). Smaller matrices stay batched,
+#: where a Python loop would cost more than it saves.
+LAPACK_MIN_N = 64
 
 #: Ridge multipliers (times ``eps`` times the largest diagonal entry) tried in turn for the
 #: elements whose factorisation fails: rounding can make a semi-definite matrix slightly
@@ -29,6 +37,8 @@ def spd_solve(a, b):
         return x, torch.ones_like(ok)
     eps = torch.finfo(a.dtype).eps
     scale = a.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp(min=1.0)
+    if _use_lapack(a, b):
+        return _lapack_solve(a, b, eps * scale)
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
     todo = torch.arange(batch, device=a.device)
     for ridge in RIDGES:
@@ -46,3 +56,40 @@ def spd_solve(a, b):
         if todo.numel() == 0:
             break
     return x, ok
+
+
+def _use_lapack(a, b):
+    return (
+        a.shape[-1] >= LAPACK_MIN_N
+        and a.device.type == "cpu"
+        and a.dtype in (torch.float32, torch.float64)
+        and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+    )
+
+
+def _lapack_solve(a, b, unit):
+    """:func:`spd_solve` by ``?potrf``/``?potrs``, one matrix at a time; ``unit`` is each
+    element's ``eps`` times its largest diagonal entry (the ridge unit)."""
+    potrf, potrs = (
+        (lapack.spotrf, lapack.spotrs) if a.dtype == torch.float32 else (lapack.dpotrf, lapack.dpotrs)
+    )
+    a_np = a.detach().contiguous().numpy()
+    b_np = b.detach().contiguous().numpy()
+    unit = unit.tolist()
+    x = np.zeros_like(b_np)
+    ok = np.zeros(len(b_np), dtype=bool)
+    n = a_np.shape[-1]
+    for k in range(len(a_np)):
+        if not np.isfinite(a_np[k]).all():
+            continue
+        for ridge in RIDGES:
+            # a is symmetric: its transpose is the Fortran-ordered copy LAPACK wants.
+            m = a_np[k].T if not ridge else a_np[k].T + ridge * unit[k] * np.eye(n, dtype=a_np.dtype)
+            chol, info = potrf(m, lower=1, clean=0, overwrite_a=0)
+            if info != 0:
+                continue
+            sol, info = potrs(chol, b_np[k], lower=1)
+            if info == 0 and np.isfinite(sol).all():
+                x[k], ok[k] = sol, True
+                break
+    return torch.from_numpy(x), torch.from_numpy(ok)
