@@ -50,12 +50,11 @@ TARGET_VS_POT = 3.0
 WHY_MISSED = (
     "Why a target can be missed: a plain sweep is two `logsumexp` passes over the batch, which "
     "torch splits over its threads; a Newton step is a dozen smaller operations (the product "
-    "`P P^T` and a batched Cholesky solve up to `N = 255`, conjugate gradients from `N = 256`, "
-    "an Armijo line search) that gain less from a second thread. At B = 10, N = 200 a Newton "
-    "step costs about as much as 15 plain sweeps and about ten are needed, against about a "
-    "thousand sweeps for the plain loop: a ratio near 6x to 9x. With one thread "
-    "(`benchmarks/RESULTS-1-thread.md`) the ratios are higher, as the plain loop loses its "
-    "second thread."
+    "`P P^T` and a Cholesky factorisation per matrix up to `N = 255`, conjugate gradients from "
+    "`N = 256`, an Armijo line search) that gain less from a second thread. At B = 10, N = 200 "
+    "a Newton step costs about as much as eight plain sweeps and eight or nine are needed, "
+    "against about a thousand sweeps for the plain loop: a ratio near 13x, close enough to 10x "
+    "that this machine's run-to-run variation (tens of percent) can take it below."
 )
 
 
