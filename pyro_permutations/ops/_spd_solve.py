@@ -70,21 +70,20 @@ def _use_lapack(a, b):
 def _lapack_solve(a, b, unit):
     """:func:`spd_solve` by ``?potrf``/``?potrs``, one matrix at a time; ``unit`` is each
     element's ``eps`` times its largest diagonal entry (the ridge unit)."""
-    potrf, potrs = (
-        (lapack.spotrf, lapack.spotrs) if a.dtype == torch.float32 else (lapack.dpotrf, lapack.dpotrs)
-    )
+    single = a.dtype == torch.float32
+    potrf, potrs = (lapack.spotrf, lapack.spotrs) if single else (lapack.dpotrf, lapack.dpotrs)
     a_np = a.detach().contiguous().numpy()
     b_np = b.detach().contiguous().numpy()
     unit = unit.tolist()
     x = np.zeros_like(b_np)
     ok = np.zeros(len(b_np), dtype=bool)
-    n = a_np.shape[-1]
+    eye = np.eye(a_np.shape[-1], dtype=a_np.dtype)
     for k in range(len(a_np)):
         if not np.isfinite(a_np[k]).all():
             continue
         for ridge in RIDGES:
             # a is symmetric: its transpose is the Fortran-ordered copy LAPACK wants.
-            m = a_np[k].T if not ridge else a_np[k].T + ridge * unit[k] * np.eye(n, dtype=a_np.dtype)
+            m = a_np[k].T + ridge * unit[k] * eye if ridge else a_np[k].T
             chol, info = potrf(m, lower=1, clean=0, overwrite_a=0)
             if info != 0:
                 continue

@@ -6,7 +6,6 @@ import torch
 from pyro_permutations.ops import log_sinkhorn
 from pyro_permutations.ops._spd_solve import LAPACK_MIN_N, spd_solve
 
-
 # Below and above LAPACK_MIN_N: the batched torch path and the per-matrix LAPACK path.
 SIZES = [7, LAPACK_MIN_N + 6]
 
