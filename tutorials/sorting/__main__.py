@@ -1,6 +1,6 @@
 """Reproduce [GS] Table 1: sorting lists of numbers with a Sinkhorn network.
 
-    python -m tutorials.sorting                      # quick: 500 steps per N (2,000 from N = 80)
+    python -m tutorials.sorting                      # quick: 2,000 steps per N
     python -m tutorials.sorting --n 5 10 15          # the small lists only (about a minute)
     python -m tutorials.sorting --paper              # 10,000 steps per N (see --paper)
 
@@ -17,13 +17,10 @@ from pathlib import Path
 import torch
 
 from tutorials.checkpoint import CheckpointError
-from tutorials.sorting.experiment import LONG_LISTS_FROM as LONG
 from tutorials.sorting.paper import NS
 from tutorials.sorting.run import markdown_table, run, write_summary
 
-QUICK_STEPS = 500
-#: Quick-run steps for lists of LONG_LISTS_FROM numbers or more (see experiment.LONG_LISTS).
-QUICK_STEPS_LONG = 2000
+QUICK_STEPS = 2000
 PAPER_STEPS = 10_000
 
 
@@ -38,8 +35,7 @@ def parse_args(argv):
         "--steps",
         type=int,
         default=None,
-        help=f"training steps per N (default {QUICK_STEPS}, {QUICK_STEPS_LONG} from N = {LONG}, "
-        f"or {PAPER_STEPS} with --paper)",
+        help=f"training steps per N (default {QUICK_STEPS}, or {PAPER_STEPS} with --paper)",
     )
     p.add_argument(
         "--paper",
@@ -58,10 +54,7 @@ def parse_args(argv):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.steps is None:
-        args.steps = {
-            n: PAPER_STEPS if args.paper else QUICK_STEPS_LONG if n >= LONG else QUICK_STEPS
-            for n in args.n
-        }
+        args.steps = PAPER_STEPS if args.paper else QUICK_STEPS
     if any(n < 2 for n in args.n):
         p.error("--n must be at least 2")
     if args.device == "cuda" and not torch.cuda.is_available():

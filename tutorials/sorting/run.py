@@ -16,7 +16,7 @@ def checkpoint_path(out, n):
 
 
 def model_config(n, steps, seed):
-    config = {"n": n, "steps": steps, "seed": seed, **E.REFERENCE}
+    config = {"n": n, "steps": steps, "seed": seed, **E.REFERENCE, **E.CHANGES}
     if n >= E.LONG_LISTS_FROM:
         config.update(E.LONG_LISTS)
     return config
@@ -77,8 +77,9 @@ def markdown_table(rows, test_size, steps):
     else:
         steps_text = f"{steps} steps"
     lines = [
-        f"Prop. any wrong on {test_size} test lists per cell (train U(0,1), {steps_text}; "
-        f"N >= {E.LONG_LISTS_FROM}: no Gumbel noise, learning rate {E.LONG_LISTS['lr']}); "
+        f"Prop. any wrong on {test_size} test lists per cell (train U(0,1), {steps_text}, "
+        f"learning rate {E.CHANGES['lr']}, Glorot initialisation; N >= {E.LONG_LISTS_FROM}: no "
+        f"Gumbel noise, learning rate {E.LONG_LISTS['lr']}, torch's initialisation); "
         "[GS] Table 1 in brackets.",
         "",
         "| test | " + " | ".join(f"N={n}" for n in ns) + " |",
