@@ -90,7 +90,7 @@ def _tiny_limits(dtype):
 def _exp_flushed(y):
     """``exp(y)`` with entries below ``tiny^(3/4)`` set to zero, computed without subnormals."""
     floor, _ = _tiny_limits(y.dtype)
-    # In place: torch 2.13's out-of-place exp is ten times slower on such inputs.
+    # In place: one allocation fewer (touching fresh pages was a large, erratic cost here).
     p = y.clamp(min=math.log(floor)).exp_()
     if p.requires_grad:  # grad="unrolled": out of place
         return torch.nn.functional.threshold(p, 2 * floor, 0.0)
