@@ -97,3 +97,29 @@ def test_tutorial_setup_generalises_beyond_the_training_interval():
     model, _, _ = E.train(model_config(10, 2000, 0), progress=False)
     for low, high in [(0.0, 1.0), (0.0, 10.0), (10.0, 11.0)]:
         assert E.evaluate(model, low, high, 300, seed=0)["prop_any_wrong"] == 0.0
+
+
+def test_temperature_anneals_geometrically_from_first_to_last_step():
+    config = {"temperature": 1.0, "temperature_end": 0.02, "steps": 11}
+    taus = torch.tensor([E.temperature_at(config, t) for t in range(11)], dtype=torch.float64)
+    assert taus[0] == 1.0 and abs(taus[-1] - 0.02) < 1e-12
+    ratios = taus[1:] / taus[:-1]
+    assert torch.allclose(ratios, ratios[0].expand(10)) and ratios[0] < 1
+    assert E.temperature_at({"temperature": 0.5, "steps": 11}, 7) == 0.5  # no schedule
+
+
+def test_evaluation_in_float64_resolves_close_neighbours_and_keeps_the_model():
+    """Scores ``(j + 1) x`` sort every list exactly (by the rearrangement inequality); in
+    float64 the evaluation must find that on long lists and on U(1000, 1001), where float32
+    numbers are only 6e-5 apart. The model passed in stays float32."""
+    n = 120
+    model = E.make_model({"n": n, **E.REFERENCE})
+    with torch.no_grad():
+        model.piece_net[0].weight.fill_(1.0)  # h_k = relu(x) = x on positive x
+        model.piece_net[0].bias.zero_()
+        model.head.weight.copy_(torch.arange(1.0, n + 1).unsqueeze(1).expand(n, 32) / 32)
+        model.head.bias.zero_()
+    for low, high in [(0.0, 1.0), (1000.0, 1001.0)]:
+        metrics = E.evaluate(model, low, high, 100, seed=0)
+        assert metrics["prop_any_wrong"] == 0.0 and metrics["kendall_tau"] == 1.0
+    assert all(p.dtype == torch.float32 for p in model.parameters())
