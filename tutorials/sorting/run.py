@@ -79,8 +79,9 @@ def markdown_table(rows, test_size, steps):
     lines = [
         f"Prop. any wrong on {test_size} test lists per cell (train U(0,1), {steps_text}, "
         f"learning rate {E.CHANGES['lr']}, Glorot initialisation; N >= {E.LONG_LISTS_FROM}: no "
-        f"Gumbel noise, learning rate {E.LONG_LISTS['lr']}, torch's initialisation); "
-        "[GS] Table 1 in brackets.",
+        f"Gumbel noise, learning rate {E.LONG_LISTS['lr']}, temperature annealed from "
+        f"{E.REFERENCE['temperature']:g} to {E.LONG_LISTS['temperature_end']:g}; test lists "
+        "and scores in float64); [GS] Table 1 in brackets.",
         "",
         "| test | " + " | ".join(f"N={n}" for n in ns) + " |",
         "|---|" + "---|" * len(ns),
