@@ -137,3 +137,36 @@ def test_puzzles_scramble_the_fitted_digit(fit, side):
     assert scrambled.shape == (4, 9, 1, side // 3, side // 3)
     assert torch.equal(pieces_to_image(reconstruct(scrambled, perm), 3), fitted)
     assert E.piece_size(3, fit) == side // 3
+
+
+def test_supervised_position_loss_is_the_mean_cross_entropy_of_true_positions():
+    from tutorials.jigsaw.supervised import position_loss
+
+    torch.manual_seed(0)
+    model = E.make_model({"grid": 2, **E.REFERENCE})
+    images = torch.rand(3, 1, 28, 28)
+    scrambled, _, perm = E.make_puzzles(images, 2)
+    scores = model.scores(scrambled)
+    brute = -sum(scores[b, i].log_softmax(-1)[perm[b, i]] for b in range(3) for i in range(4)) / 12
+    assert torch.allclose(position_loss(model, scrambled, perm), brute, atol=1e-6)
+
+
+def test_supervised_reference_tiny_run_and_bad_arguments(tmp_path, mnist_dir, capsys):
+    from tutorials.jigsaw.supervised import COLUMNS as SUPERVISED_COLUMNS
+    from tutorials.jigsaw.supervised import main as supervised_main
+
+    out = tmp_path / "sup"
+    common = ["--mnist-dir", str(mnist_dir), "--out", str(out), "--no-progress"]
+    supervised_main(["--grid", "2", "3", "--steps", "3"] + common)
+    with (out / "supervised.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["grid"] for r in rows] == ["2x2", "3x3"]
+    for r in rows:
+        assert list(r) == SUPERVISED_COLUMNS and r["steps"] == "3"
+        assert 0 <= float(r["prop_wrong"]) <= float(r["prop_any_wrong"]) <= 1
+        assert -1 <= float(r["kendall_tau"]) <= 1
+    assert "2x2: Kendall tau" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        supervised_main(["--steps", "0"] + common)
+    with pytest.raises(SystemExit):
+        supervised_main(["--grid", "1"] + common)
