@@ -75,6 +75,13 @@ class RoundingPrior(TorchDistribution):
         self.eta = eta
         super().__init__(eta.shape, torch.Size((n, n)), validate_args=validate_args)
 
+    @classmethod
+    def infer_shapes(cls, n, eta=()):
+        """``(batch_shape, event_shape)`` from the matrix size ``n`` (an int, as passed to the
+        constructor, since no tensor argument carries it) and the shape of ``eta``."""
+        n = _check_n(n)
+        return torch.Size(eta), torch.Size((n, n))
+
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(RoundingPrior, _instance)
         batch_shape = torch.Size(batch_shape)
