@@ -51,7 +51,6 @@ def test_batched_eta_shapes_and_log_prob():
     assert prior.sample((2,)).shape == (2, 3, 3, 3) and prior.sample().dtype == torch.float64
 
 
-
 @pytest.mark.parametrize("n, eta_shape", [(1, ()), (3, (3,)), (4, (2, 1))])
 def test_infer_shapes_agrees_with_an_instance(n, eta_shape):
     prior = RoundingPrior(n, torch.full(eta_shape, 0.3))
