@@ -62,20 +62,25 @@ def run(
     return rows, models
 
 
-def write_summary(rows, out):
-    path = Path(out) / "summary.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+def write_csv(rows, path, columns, metrics):
+    """Write ``rows`` (dicts) to ``path`` with the given ``columns``: ``metrics`` to four
+    decimals and ``train_seconds`` to two. :returns: ``path``."""
+    with Path(path).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow(
                 {
                     **r,
-                    **{k: f"{r[k]:.4f}" for k in METRICS},
+                    **{k: f"{r[k]:.4f}" for k in metrics},
                     "train_seconds": f"{r['train_seconds']:.2f}",
                 }
             )
     return path
+
+
+def write_summary(rows, out):
+    return write_csv(rows, Path(out) / "summary.csv", COLUMNS, METRICS)
 
 
 def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None):

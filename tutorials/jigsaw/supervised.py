@@ -16,7 +16,6 @@ train_seconds``) to ``--out``.
 """
 
 import argparse
-import csv
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 
 from tutorials.jigsaw import experiment as E
 from tutorials.jigsaw.data import MnistError, load_mnist
+from tutorials.jigsaw.run import write_csv
 
 COLUMNS = ["grid", "kendall_tau", "prop_wrong", "prop_any_wrong", "steps", "train_seconds"]
 
@@ -111,18 +111,7 @@ def main(argv=None):
             f"{metrics['prop_wrong']:.3f}, Prop. any wrong {metrics['prop_any_wrong']:.3f} "
             f"({seconds:.1f} s)"
         )
-    path = out / "supervised.csv"
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(
-                {
-                    **r,
-                    **{k: f"{r[k]:.4f}" for k in ("kendall_tau", "prop_wrong", "prop_any_wrong")},
-                    "train_seconds": f"{r['train_seconds']:.2f}",
-                }
-            )
+    path = write_csv(rows, out / "supervised.csv", COLUMNS, COLUMNS[1:4])
     print(f"wrote {path}")
 
 
