@@ -17,8 +17,6 @@ def checkpoint_path(out, n):
 
 def model_config(n, steps, seed):
     config = {"n": n, "steps": steps, "seed": seed, **E.REFERENCE, **E.CHANGES}
-    if n >= E.LONG_LISTS_FROM:
-        config.update(E.LONG_LISTS)
     return config
 
 
@@ -78,10 +76,9 @@ def markdown_table(rows, test_size, steps):
         steps_text = f"{steps} steps"
     lines = [
         f"Prop. any wrong on {test_size} test lists per cell (train U(0,1), {steps_text}, "
-        f"learning rate {E.CHANGES['lr']}, Glorot initialisation; N >= {E.LONG_LISTS_FROM}: no "
-        f"Gumbel noise, learning rate {E.LONG_LISTS['lr']}, temperature annealed from "
-        f"{E.REFERENCE['temperature']:g} to {E.LONG_LISTS['temperature_end']:g}; test lists "
-        "and scores in float64); [GS] Table 1 in brackets.",
+        f"learning rate {E.CHANGES['lr']}, Glorot initialisation, no Gumbel noise, temperature "
+        f"annealed from {E.REFERENCE['temperature']:g} to {E.CHANGES['temperature_end']:g}; "
+        "test lists and scores in float64); [GS] Table 1 in brackets.",
         "",
         "| test | " + " | ".join(f"N={n}" for n in ns) + " |",
         "|---|" + "---|" * len(ns),
