@@ -125,7 +125,7 @@ def test_evaluation_in_float64_resolves_close_neighbours_and_keeps_the_model():
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
 
-def test_long_list_setup_sorts_exactly_on_every_interval():
+def test_annealed_setup_sorts_n30_exactly_on_every_interval():
     """The tutorial's settings (annealed temperature, Sinkhorn to tolerance, no noise) at
     N = 30 for 400 steps sort every test list, shifted and scaled intervals included (the
     earlier constant-temperature settings, with noise at learning rate 0.01, left 27% of the

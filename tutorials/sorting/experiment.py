@@ -159,7 +159,7 @@ def evaluate(model, low, high, test_size, seed, device="cpu", chunk=1000, dtype=
     Lists and scores are in ``dtype``, float64 by default (``model`` itself is left as it is: a
     copy is evaluated). In float32, neighbours in a list of 120 numbers are often closer than
     1e-5, and the score differences that order them fall below float32's resolution: a model
-    of N = 120 trained with the long-list settings (3,000 steps) sorted 89% of 300 lists with
+    of N = 120 trained with the annealed settings (3,000 steps) sorted 89% of 300 lists with
     float32 scores and 99.7% with float64 ones. On U(1000, 1001), float32 numbers are also
     spaced 6e-5 apart, so lists of 120 often hold equal numbers.
     """
