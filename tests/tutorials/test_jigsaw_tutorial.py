@@ -63,6 +63,8 @@ def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, mnist_dir, capsys
         assert float(r["l1"]) >= 0 and float(r["l2"]) >= 0
     table = (out / "table2.md").read_text()
     assert "| Kendall tau | " in table and "[0.83]" in table and "wall time" in table
+    assert "| Kendall tau standard error | " in table
+    assert "(all grids, training and evaluation)" in table
     png = (out / "figure2a_reconstructions.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     assert (out / "model-2x2.pt").exists() and not list(out.glob("*.tmp"))
@@ -75,6 +77,7 @@ def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, mnist_dir, capsys
     main(args + ["--no-figure"])
     assert read_summary(out) == rows
     assert "loaded" in capsys.readouterr().out
+    assert "2 of 2 models loaded from checkpoints" in (out / "table2.md").read_text()
 
 
 def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path, mnist_dir, monkeypatch):
@@ -170,3 +173,19 @@ def test_supervised_reference_tiny_run_and_bad_arguments(tmp_path, mnist_dir, ca
         supervised_main(["--steps", "0"] + common)
     with pytest.raises(SystemExit):
         supervised_main(["--grid", "1"] + common)
+
+
+def test_evaluate_reports_the_standard_error_of_the_mean_kendall_tau(mnist_dir):
+    scipy_stats = pytest.importorskip("scipy.stats")
+    data = load_idx_folder(mnist_dir)
+    torch.manual_seed(0)
+    model = E.make_model({"grid": 3, "seed": 0, **E.REFERENCE})  # untrained: taus vary
+    metrics = E.evaluate(model, data.test_images, "resize", seed=0)
+    scrambled, _, perm = E.held_out_puzzles(data.test_images, 3, "resize", seed=0)
+    inferred = model(scrambled)
+    taus = np.array(
+        [scipy_stats.kendalltau(a, b).statistic for a, b in zip(inferred.numpy(), perm.numpy())]
+    )
+    assert taus.std() > 0
+    assert metrics["kendall_tau"] == pytest.approx(taus.mean(), abs=1e-6)
+    assert metrics["kendall_tau_se"] == pytest.approx(taus.std(ddof=1) / len(taus) ** 0.5, rel=1e-5)

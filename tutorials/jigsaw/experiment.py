@@ -36,7 +36,7 @@ from pyro_permutations.nn import (
     resize_to_grid,
     scramble,
 )
-from pyro_permutations.ops import log_sinkhorn
+from pyro_permutations.ops import kendall_tau, log_sinkhorn
 
 #: The training set-up (ours: [GS] does not give its jigsaw hyper-parameters). The CNN is the
 #: one described for [GS]'s jigsaw experiment: one 5 x 5 convolution, 64 channels, max-pool 2.
@@ -145,7 +145,9 @@ def held_out_puzzles(test_images, grid, fit, seed):
 def evaluate(model, test_images, fit, seed, device="cpu", chunk=500):
     """Kendall tau, Prop. wrong, Prop. any wrong, l1 and l2 on every test digit, decoded
     without noise by the Hungarian algorithm (the matching operator). l1 and l2 are mean
-    absolute and squared pixel errors of the hard reconstruction, pixels in [0, 1]."""
+    absolute and squared pixel errors of the hard reconstruction, pixels in [0, 1].
+    ``kendall_tau_se`` is the standard error of the mean Kendall tau over the test puzzles,
+    ``std / sqrt(B)``: how far the mean could move on another draw of test digits."""
     model.eval()
     grid = round(model.n**0.5)
     scrambled, ordered, perm = held_out_puzzles(test_images, grid, fit, seed)
@@ -153,8 +155,10 @@ def evaluate(model, test_images, fit, seed, device="cpu", chunk=500):
         [model(scrambled[i : i + chunk].to(device)).cpu() for i in range(0, len(perm), chunk)]
     )
     rebuilt = reconstruct(scrambled, inferred)
+    taus = kendall_tau(inferred, perm)
     return {
         "kendall_tau": kendall_tau_mean(inferred, perm).item(),
+        "kendall_tau_se": (taus.std() / len(taus) ** 0.5).item(),
         "prop_wrong": prop_wrong(inferred, perm).item(),
         "prop_any_wrong": prop_any_wrong(inferred, perm).item(),
         "l1": l1_error(rebuilt, ordered).item(),

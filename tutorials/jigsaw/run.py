@@ -22,7 +22,7 @@ def model_config(grid, steps, seed, data, fit="resize"):
 
 def load_or_train(config, train_images, out, device="cpu", fresh=False, progress=True, log=print):
     """The trained model of ``config``: loaded from ``out`` if stored there, else trained and
-    stored (atomically). :returns: ``(model, train_seconds)``."""
+    stored (atomically). :returns: ``(model, train_seconds, loaded)``."""
     grid = config["grid"]
     path = checkpoint_path(out, grid)
     model = E.make_model(config)
@@ -30,22 +30,23 @@ def load_or_train(config, train_images, out, device="cpu", fresh=False, progress
         seconds, loss = load_checkpoint(path, config, model)
         model.to(device)
         log(f"{grid}x{grid}: loaded {path} (trained in {seconds:.1f} s, final loss {loss:.2e})")
-    else:
-        model, seconds, loss = E.train(config, train_images, device=device, progress=progress)
-        save_checkpoint(path, config, model, seconds, loss, device)
-        log(f"{grid}x{grid}: trained in {seconds:.1f} s (final loss {loss:.2e}), saved {path}")
-    return model, seconds
+        return model, seconds, True
+    model, seconds, loss = E.train(config, train_images, device=device, progress=progress)
+    save_checkpoint(path, config, model, seconds, loss, device)
+    log(f"{grid}x{grid}: trained in {seconds:.1f} s (final loss {loss:.2e}), saved {path}")
+    return model, seconds, False
 
 
 def run(
     grids, steps, seed, data, out, fit="resize", device="cpu", fresh=False, progress=True, log=print
 ):
-    """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``tie_limited_tau``) and the trained
-    models, by grid."""
+    """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``kendall_tau_se``,
+    ``tie_limited_tau`` and ``loaded``, true when the model came from a checkpoint) and the
+    trained models, by grid."""
     rows, models = [], {}
     for grid in grids:
         config = model_config(grid, steps, seed, data.source, fit)
-        model, seconds = load_or_train(
+        model, seconds, loaded = load_or_train(
             config, data.train_images, out, device=device, fresh=fresh, progress=progress, log=log
         )
         metrics = E.evaluate(model, data.test_images, fit, seed, device=device)
@@ -56,6 +57,7 @@ def run(
                 **metrics,
                 "train_seconds": seconds,
                 "tie_limited_tau": bound,
+                "loaded": loaded,
             }
         )
         models[grid] = model
@@ -100,6 +102,11 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None)
             cells.append(f"{r[metric]:.3f}" + ("" if paper is None else f" [{paper:.2f}]"))
         lines.append(f"| {LABELS[metric]} | " + " | ".join(cells) + " |")
     lines.append(
+        "| Kendall tau standard error | "
+        + " | ".join(f"{r['kendall_tau_se']:.3f}" for r in rows)
+        + " |"
+    )
+    lines.append(
         "| Kendall tau bound (identical pieces swapped) | "
         + " | ".join(f"{r['tie_limited_tau']:.3f}" for r in rows)
         + " |"
@@ -112,9 +119,19 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None)
         "l1 and l2 are the mean absolute and squared pixel errors of the hard reconstruction "
         "(pixels in [0, 1]); the paper does not state its scale. The bound row is the Kendall "
         "tau of a solver that is right except among pieces identical pixel for pixel (mostly "
-        "blank), which it places at random.",
+        "blank), which it places at random. The standard error is that of the mean Kendall tau over "
+        "the test puzzles (std / sqrt(number of puzzles)).",
     ]
     if command is not None:
-        wall = "" if wall_seconds is None else f"; wall time {wall_seconds:.0f} s"
-        lines += ["", f"Command: `{command}`{wall} (all grids, training and evaluation)."]
+        loaded = sum(bool(r.get("loaded")) for r in rows)
+        if wall_seconds is None:
+            wall = ""
+        elif loaded:
+            wall = (
+                f"; wall time {wall_seconds:.0f} s (all grids; {loaded} of {len(rows)} models "
+                "loaded from checkpoints, whose train seconds above are from their training)"
+            )
+        else:
+            wall = f"; wall time {wall_seconds:.0f} s (all grids, training and evaluation)"
+        lines += ["", f"Command: `{command}`{wall}."]
     return "\n".join(lines) + "\n"
