@@ -119,8 +119,8 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None)
         "l1 and l2 are the mean absolute and squared pixel errors of the hard reconstruction "
         "(pixels in [0, 1]); the paper does not state its scale. The bound row is the Kendall "
         "tau of a solver that is right except among pieces identical pixel for pixel (mostly "
-        "blank), which it places at random. The standard error is that of the mean Kendall tau over "
-        "the test puzzles (std / sqrt(number of puzzles)).",
+        "blank), which it places at random. The standard error is that of the mean Kendall "
+        "tau over the test puzzles (std / sqrt(number of puzzles)).",
     ]
     if command is not None:
         loaded = sum(bool(r.get("loaded")) for r in rows)
