@@ -169,6 +169,12 @@ def test_supervised_reference_tiny_run_and_bad_arguments(tmp_path, mnist_dir, ca
         assert 0 <= float(r["prop_wrong"]) <= float(r["prop_any_wrong"]) <= 1
         assert -1 <= float(r["kendall_tau"]) <= 1
     assert "2x2: Kendall tau" in capsys.readouterr().out
+    supervised_main(["--grid", "3", "--steps", "2", "--piece-net", "deep", "--lr", "1e-3"] + common)
+    with (out / "supervised.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["piece_net"] == "deep" and float(row["kendall_tau_se"]) >= 0
+    with pytest.raises(SystemExit):
+        supervised_main(["--lr", "0"] + common)
     with pytest.raises(SystemExit):
         supervised_main(["--steps", "0"] + common)
     with pytest.raises(SystemExit):
@@ -189,3 +195,16 @@ def test_evaluate_reports_the_standard_error_of_the_mean_kendall_tau(mnist_dir):
     assert taus.std() > 0
     assert metrics["kendall_tau"] == pytest.approx(taus.mean(), abs=1e-6)
     assert metrics["kendall_tau_se"] == pytest.approx(taus.std(ddof=1) / len(taus) ** 0.5, rel=1e-5)
+
+
+@pytest.mark.parametrize("piece_net", E.PIECE_NETS)
+def test_piece_networks_give_equivariant_scores(piece_net):
+    torch.manual_seed(0)
+    model = E.make_model({"grid": 3, "seed": 0, **E.REFERENCE, "piece_net": piece_net})
+    pieces = torch.rand(2, 9, 1, 10, 10)
+    perm = torch.randperm(9)
+    scores = model.scores(pieces)
+    assert scores.shape == (2, 9, 9)
+    assert torch.allclose(model.scores(pieces[:, perm]), scores[:, perm], atol=1e-5)
+    with pytest.raises(ValueError, match="piece_net must be one of"):
+        E.make_model({"grid": 3, **E.REFERENCE, "piece_net": "resnet"})
