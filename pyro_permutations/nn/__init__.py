@@ -12,6 +12,7 @@ from pyro_permutations.nn.metrics import (
     l2_error,
     prop_any_wrong,
     prop_wrong,
+    prop_wrong_objects,
 )
 from pyro_permutations.nn.puzzles import (
     crop_to_grid,
@@ -32,6 +33,7 @@ __all__ = [
     "pieces_to_image",
     "prop_any_wrong",
     "prop_wrong",
+    "prop_wrong_objects",
     "reconstruct",
     "reconstruction_loss",
     "resize_to_grid",

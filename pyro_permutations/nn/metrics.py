@@ -10,7 +10,14 @@ import torch
 from pyro_permutations.ops import kendall_tau
 from pyro_permutations.ops._validation import check_perm, check_tensor
 
-__all__ = ["kendall_tau_mean", "l1_error", "l2_error", "prop_any_wrong", "prop_wrong"]
+__all__ = [
+    "kendall_tau_mean",
+    "l1_error",
+    "l2_error",
+    "prop_any_wrong",
+    "prop_wrong",
+    "prop_wrong_objects",
+]
 
 
 def _check_perms(inferred, true):
@@ -136,3 +143,50 @@ def l2_error(reconstructed, ordered):
     """
     _check_objects(reconstructed, ordered)
     return (reconstructed - ordered).pow(2).mean()
+
+
+def prop_wrong_objects(reconstructed, ordered, object_dims):
+    """Proportion of positions whose reconstructed object differs from the true one.
+
+    .. math:: \\frac{1}{B n} \\sum_{b, j} [\\, \\hat X_{b, j} \\ne X_{b, j} \\,]
+
+    where objects are compared entry by entry. It is :func:`prop_wrong` with swaps of identical
+    objects counted right: two blank jigsaw pieces exchanged leave the picture unchanged, and
+    no method can tell them apart, so this is the share of placements that are visibly wrong.
+    With ``reconstructed = reconstruct(scrambled, inferred)`` it is at most
+    ``prop_wrong(inferred, true)``, with equality when the objects of each input are distinct.
+
+    :param torch.Tensor reconstructed: ``(..., n, *object_shape)``, e.g.
+        ``reconstruct(scrambled, inferred)``.
+    :param torch.Tensor ordered: the true ordered objects, the same shape.
+    :param int object_dims: the number of trailing dimensions of one object (3 for image
+        pieces ``(C, h, w)``, 0 for scalars).
+    :returns: scalar tensor in ``[0, 1]``.
+
+    Example::
+
+        >>> ordered = torch.tensor([[0.0, 0.0, 5.0]])  # two identical objects, then a 5
+        >>> prop_wrong_objects(torch.tensor([[0.0, 0.0, 5.0]]), ordered, object_dims=0)
+        tensor(0.)
+        >>> prop_wrong_objects(torch.tensor([[0.0, 5.0, 0.0]]), ordered, object_dims=0)
+        tensor(0.6667)
+    """
+    _check_objects(reconstructed, ordered)
+    if reconstructed.shape != ordered.shape:
+        raise ValueError(
+            f"reconstructed {tuple(reconstructed.shape)} and ordered {tuple(ordered.shape)} "
+            "must have the same shape"
+        )
+    if isinstance(object_dims, bool) or not isinstance(object_dims, int):
+        raise TypeError(f"object_dims must be an int, got {type(object_dims).__name__}")
+    if not 0 <= object_dims < reconstructed.dim():
+        raise ValueError(
+            f"object_dims must be in [0, {reconstructed.dim() - 1}] for a tensor of shape "
+            f"{tuple(reconstructed.shape)} (which needs a position axis), got {object_dims}"
+        )
+    if reconstructed.numel() == 0:
+        raise ValueError("reconstructed and ordered must not be empty")
+    differs = reconstructed != ordered
+    if object_dims:
+        differs = differs.flatten(-object_dims).any(dim=-1)
+    return differs.to(torch.get_default_dtype()).mean()

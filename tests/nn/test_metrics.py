@@ -10,6 +10,9 @@ from pyro_permutations.nn import (
     l2_error,
     prop_any_wrong,
     prop_wrong,
+    prop_wrong_objects,
+    reconstruct,
+    scramble,
 )
 
 
@@ -108,3 +111,38 @@ def test_errors():
         kendall_tau_mean(true.float(), true)
     with pytest.raises(ValueError, match="broadcast"):
         l1_error(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_prop_wrong_objects_matches_brute_force_and_bounds_prop_wrong():
+    generator = torch.Generator().manual_seed(5)
+    batch, n = 40, 6
+    # Objects (2, 2) drawn from three values per entry, so some objects of an input repeat.
+    ordered = torch.randint(0, 2, (batch, n, 2, 2), generator=generator).double()
+    ordered[:, :2] = 0.0  # at least two identical (blank) objects per input
+    true = random_perms((batch,), n, seed=6)
+    inferred, _ = close_pair(n, batch, seed=7)
+    scrambled = scramble(ordered, true)
+    rebuilt = reconstruct(scrambled, inferred)
+    brute = sum(
+        not torch.equal(rebuilt[b, j], ordered[b, j]) for b in range(batch) for j in range(n)
+    ) / (batch * n)
+    value = prop_wrong_objects(rebuilt, ordered, object_dims=2).item()
+    assert value == pytest.approx(brute, abs=1e-6)
+    assert value < prop_wrong(inferred, true).item()  # blank swaps no longer count
+    assert prop_wrong_objects(reconstruct(scrambled, true), ordered, object_dims=2).item() == 0.0
+    # With distinct objects it is prop_wrong.
+    distinct = torch.arange(batch * n, dtype=torch.float64).view(batch, n)
+    rebuilt = reconstruct(scramble(distinct, true), inferred)
+    assert prop_wrong_objects(rebuilt, distinct, object_dims=0).item() == pytest.approx(
+        prop_wrong(inferred, true).item(), abs=1e-6
+    )
+
+
+def test_prop_wrong_objects_errors():
+    x = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match="same shape"):
+        prop_wrong_objects(x, torch.zeros(1, 3, 4), object_dims=1)
+    with pytest.raises(ValueError, match="object_dims must be in"):
+        prop_wrong_objects(x, x, object_dims=3)
+    with pytest.raises(TypeError, match="object_dims must be an int"):
+        prop_wrong_objects(x, x, object_dims=1.0)

@@ -64,6 +64,7 @@ def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, mnist_dir, capsys
     table = (out / "table2.md").read_text()
     assert "| Kendall tau | " in table and "[0.83]" in table and "wall time" in table
     assert "| Kendall tau standard error | " in table
+    assert "| Prop. wrong, identical pieces counted right | " in table
     assert "(all grids, training and evaluation)" in table
     png = (out / "figure2a_reconstructions.png").read_bytes()
     assert png.startswith(b"\x89PNG")

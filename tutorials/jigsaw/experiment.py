@@ -31,6 +31,7 @@ from pyro_permutations.nn import (
     pieces_to_image,
     prop_any_wrong,
     prop_wrong,
+    prop_wrong_objects,
     reconstruct,
     reconstruction_loss,
     resize_to_grid,
@@ -175,7 +176,9 @@ def evaluate(model, test_images, fit, seed, device="cpu", chunk=500):
     without noise by the Hungarian algorithm (the matching operator). l1 and l2 are mean
     absolute and squared pixel errors of the hard reconstruction, pixels in [0, 1].
     ``kendall_tau_se`` is the standard error of the mean Kendall tau over the test puzzles,
-    ``std / sqrt(B)``: how far the mean could move on another draw of test digits."""
+    ``std / sqrt(B)``: how far the mean could move on another draw of test digits.
+    ``prop_wrong_pieces`` is Prop. wrong with swaps of identical pieces counted right
+    (:func:`~pyro_permutations.nn.prop_wrong_objects`): the share of visibly wrong placements."""
     model.eval()
     grid = round(model.n**0.5)
     scrambled, ordered, perm = held_out_puzzles(test_images, grid, fit, seed)
@@ -189,6 +192,7 @@ def evaluate(model, test_images, fit, seed, device="cpu", chunk=500):
         "kendall_tau_se": (taus.std() / len(taus) ** 0.5).item(),
         "prop_wrong": prop_wrong(inferred, perm).item(),
         "prop_any_wrong": prop_any_wrong(inferred, perm).item(),
+        "prop_wrong_pieces": prop_wrong_objects(rebuilt, ordered, object_dims=3).item(),
         "l1": l1_error(rebuilt, ordered).item(),
         "l2": l2_error(rebuilt, ordered).item(),
     }

@@ -102,6 +102,11 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None)
             cells.append(f"{r[metric]:.3f}" + ("" if paper is None else f" [{paper:.2f}]"))
         lines.append(f"| {LABELS[metric]} | " + " | ".join(cells) + " |")
     lines.append(
+        "| Prop. wrong, identical pieces counted right | "
+        + " | ".join(f"{r['prop_wrong_pieces']:.3f}" for r in rows)
+        + " |"
+    )
+    lines.append(
         "| Kendall tau standard error | "
         + " | ".join(f"{r['kendall_tau_se']:.3f}" for r in rows)
         + " |"
@@ -120,7 +125,9 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None)
         "(pixels in [0, 1]); the paper does not state its scale. The bound row is the Kendall "
         "tau of a solver that is right except among pieces identical pixel for pixel (mostly "
         "blank), which it places at random. The standard error is that of the mean Kendall "
-        "tau over the test puzzles (std / sqrt(number of puzzles)).",
+        "tau over the test puzzles (std / sqrt(number of puzzles)). 'Prop. wrong, identical "
+        "pieces counted right' counts a position as wrong only when the piece put there differs "
+        "from the true one pixel for pixel.",
     ]
     if command is not None:
         loaded = sum(bool(r.get("loaded")) for r in rows)
