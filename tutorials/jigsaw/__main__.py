@@ -23,7 +23,7 @@ import torch
 
 from tutorials.checkpoint import CheckpointError
 from tutorials.jigsaw.data import MnistError, load_mnist
-from tutorials.jigsaw.experiment import FITS
+from tutorials.jigsaw.experiment import FITS, PIECE_NETS
 from tutorials.jigsaw.figures import save_figure
 from tutorials.jigsaw.paper import GRIDS
 from tutorials.jigsaw.run import markdown_table, run, write_summary
@@ -60,6 +60,13 @@ def parse_args(argv):
         default="resize",
         choices=sorted(FITS),
         help="how 28-pixel digits fit grids that do not divide 28 (default resize, to 30)",
+    )
+    p.add_argument(
+        "--piece-net",
+        default="cnn",
+        choices=list(PIECE_NETS),
+        help="the per-piece network g1: cnn, the one described for [GS] (default), or deep, "
+        "a larger one of ours (see tutorials.jigsaw.experiment.PIECE_NETS)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/jigsaw", help="output folder (default runs/jigsaw)")
@@ -117,6 +124,7 @@ def main(argv=None):
             device=args.device,
             fresh=args.fresh,
             progress=not args.no_progress,
+            piece_net=args.piece_net,
         )
     except CheckpointError as e:
         sys.exit(f"error: {e}")
@@ -126,7 +134,9 @@ def main(argv=None):
         written.append(save_figure(models, data.test_images, args.fit, args.seed, out, args.device))
     wall = time.perf_counter() - start
     command = "python -m tutorials.jigsaw" + "".join(f" {shlex.quote(a)}" for a in argv)
-    table = markdown_table(rows, len(data.test_images), args.steps, args.fit, command, wall)
+    table = markdown_table(
+        rows, len(data.test_images), args.steps, args.fit, command, wall, args.piece_net
+    )
     (out / "table2.md").write_text(table)
     print(table)
     print("wrote " + ", ".join(str(p) for p in written))

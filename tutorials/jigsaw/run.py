@@ -16,8 +16,20 @@ def checkpoint_path(out, grid):
     return Path(out) / f"model-{grid}x{grid}.pt"
 
 
-def model_config(grid, steps, seed, data, fit="resize"):
-    return {"grid": grid, "steps": steps, "seed": seed, "data": data, **E.REFERENCE, "fit": fit}
+def model_config(grid, steps, seed, data, fit="resize", piece_net="cnn"):
+    """The training set-up of one grid: REFERENCE, the fit, and the changes that go with the
+    piece network (none for the default ``"cnn"``)."""
+    if piece_net not in E.PIECE_NET_CHANGES:
+        raise ValueError(f"piece_net must be one of {E.PIECE_NETS}, got {piece_net!r}")
+    return {
+        "grid": grid,
+        "steps": steps,
+        "seed": seed,
+        "data": data,
+        **E.REFERENCE,
+        "fit": fit,
+        **E.PIECE_NET_CHANGES[piece_net],
+    }
 
 
 def load_or_train(config, train_images, out, device="cpu", fresh=False, progress=True, log=print):
@@ -38,14 +50,24 @@ def load_or_train(config, train_images, out, device="cpu", fresh=False, progress
 
 
 def run(
-    grids, steps, seed, data, out, fit="resize", device="cpu", fresh=False, progress=True, log=print
+    grids,
+    steps,
+    seed,
+    data,
+    out,
+    fit="resize",
+    device="cpu",
+    fresh=False,
+    progress=True,
+    log=print,
+    piece_net="cnn",
 ):
     """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``kendall_tau_se``,
     ``tie_limited_tau`` and ``loaded``, true when the model came from a checkpoint) and the
     trained models, by grid."""
     rows, models = [], {}
     for grid in grids:
-        config = model_config(grid, steps, seed, data.source, fit)
+        config = model_config(grid, steps, seed, data.source, fit, piece_net)
         model, seconds, loaded = load_or_train(
             config, data.train_images, out, device=device, fresh=fresh, progress=progress, log=log
         )
@@ -85,12 +107,13 @@ def write_summary(rows, out):
     return write_csv(rows, Path(out) / "summary.csv", COLUMNS, METRICS)
 
 
-def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None):
+def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None, piece_net="cnn"):
     """Our metrics beside [GS] Table 2 (in brackets), as markdown."""
     grids = [r["grid"] for r in rows]
+    net = "" if piece_net == "cnn" else f", piece network {piece_net!r}"
     lines = [
         f"MNIST jigsaw puzzles: {test_size} held-out digits per grid, {steps} training steps per "
-        f"grid, images fitted to the grid by {fit}; [GS] Table 2 in brackets.",
+        f"grid, images fitted to the grid by {fit}{net}; [GS] Table 2 in brackets.",
         "",
         "| metric | " + " | ".join(grids) + " |",
         "|---|" + "---|" * len(grids),

@@ -90,7 +90,9 @@ def parse_args(argv):
         choices=E.PIECE_NETS,
         help="cnn: the tutorial's network (default); deep: a larger one (see PIECE_NETS)",
     )
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: tutorial's)")
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the tutorial's for it)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mnist-dir", default=None, help="folder holding the standard MNIST files")
     p.add_argument("--out", default="runs/jigsaw-supervised")
@@ -121,7 +123,7 @@ def main(argv=None):
     rows = []
     for grid in args.grid:
         config = {"grid": grid, "steps": args.steps, "seed": args.seed, **E.REFERENCE}
-        config["piece_net"] = args.piece_net
+        config.update(E.PIECE_NET_CHANGES[args.piece_net], piece_net=args.piece_net)
         if args.lr is not None:
             config["lr"] = args.lr
         model, seconds, _ = train(
