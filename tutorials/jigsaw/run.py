@@ -63,8 +63,8 @@ def run(
     piece_net="cnn",
 ):
     """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``kendall_tau_se``,
-    ``tie_limited_tau`` and ``loaded``, true when the model came from a checkpoint) and the
-    trained models, by grid."""
+    ``prop_wrong_pieces``, ``tie_limited_tau`` and ``loaded``, true when the model came from a
+    checkpoint) and the trained models, by grid."""
     rows, models = [], {}
     for grid in grids:
         config = model_config(grid, steps, seed, data.source, fit, piece_net)
