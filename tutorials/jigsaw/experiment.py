@@ -193,7 +193,7 @@ def evaluate(model, test_images, fit, seed, device="cpu", chunk=500):
     rebuilt = reconstruct(scrambled, inferred)
     taus = kendall_tau(inferred, perm)
     return {
-        "kendall_tau": kendall_tau_mean(inferred, perm).item(),
+        "kendall_tau": taus.mean().item(),
         "kendall_tau_se": (taus.std() / len(taus) ** 0.5).item(),
         "prop_wrong": prop_wrong(inferred, perm).item(),
         "prop_any_wrong": prop_any_wrong(inferred, perm).item(),

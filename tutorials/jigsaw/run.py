@@ -107,6 +107,15 @@ def write_summary(rows, out):
     return write_csv(rows, Path(out) / "summary.csv", COLUMNS, METRICS)
 
 
+#: Rows of the table after the paper's metrics: (label, row key, decimals).
+EXTRA_ROWS = (
+    ("Prop. wrong, identical pieces counted right", "prop_wrong_pieces", 3),
+    ("Kendall tau standard error", "kendall_tau_se", 3),
+    ("Kendall tau bound (identical pieces swapped)", "tie_limited_tau", 3),
+    ("train seconds", "train_seconds", 1),
+)
+
+
 def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None, piece_net="cnn"):
     """Our metrics beside [GS] Table 2 (in brackets), as markdown."""
     grids = [r["grid"] for r in rows]
@@ -124,24 +133,8 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None,
             paper = paper_value(metric, int(r["grid"].split("x")[0]))
             cells.append(f"{r[metric]:.3f}" + ("" if paper is None else f" [{paper:.2f}]"))
         lines.append(f"| {LABELS[metric]} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| Prop. wrong, identical pieces counted right | "
-        + " | ".join(f"{r['prop_wrong_pieces']:.3f}" for r in rows)
-        + " |"
-    )
-    lines.append(
-        "| Kendall tau standard error | "
-        + " | ".join(f"{r['kendall_tau_se']:.3f}" for r in rows)
-        + " |"
-    )
-    lines.append(
-        "| Kendall tau bound (identical pieces swapped) | "
-        + " | ".join(f"{r['tie_limited_tau']:.3f}" for r in rows)
-        + " |"
-    )
-    lines.append(
-        "| train seconds | " + " | ".join(f"{r['train_seconds']:.1f}" for r in rows) + " |"
-    )
+    for label, key, digits in EXTRA_ROWS:
+        lines.append(f"| {label} | " + " | ".join(f"{r[key]:.{digits}f}" for r in rows) + " |")
     lines += [
         "",
         "l1 and l2 are the mean absolute and squared pixel errors of the hard reconstruction "

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from tutorials.jigsaw import experiment as E
 from tutorials.jigsaw.data import MnistError, load_mnist
-from tutorials.jigsaw.run import write_csv
+from tutorials.jigsaw.run import model_config, write_csv
 
 COLUMNS = [
     "grid",
@@ -122,8 +122,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for grid in args.grid:
-        config = {"grid": grid, "steps": args.steps, "seed": args.seed, **E.REFERENCE}
-        config.update(E.PIECE_NET_CHANGES[args.piece_net], piece_net=args.piece_net)
+        config = model_config(grid, args.steps, args.seed, data.source, piece_net=args.piece_net)
         if args.lr is not None:
             config["lr"] = args.lr
         model, seconds, _ = train(
