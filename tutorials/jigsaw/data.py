@@ -9,12 +9,14 @@ Two sources:
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, each
   optionally ``.gz``) and their own train/test split (60,000 / 10,000). The idx format is read
   here; a missing, truncated or malformed file is an error that names it.
+  ``python -m tutorials.jigsaw.fetch_mnist DIR`` (``make mnist``) puts them in a folder.
 
 Images are float tensors ``(N, 1, 28, 28)`` in ``[0, 1]``; labels are long tensors ``(N,)``.
 """
 
 import functools
 import gzip
+import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,9 +102,11 @@ def load_idx_folder(folder):
     if not folder.is_dir():
         raise MnistError(f"--mnist-dir {folder} is not a folder")
     arrays = {}
+    fingerprint = hashlib.sha256()
     for key, stem in IDX_FILES.items():
         path = _find(folder, stem)
         arrays[key] = (path, read_idx(path))
+        fingerprint.update(arrays[key][1].tobytes())
     out = {}
     for split in ("train", "test"):
         ipath, images = arrays[f"{split}_images"]
@@ -115,7 +119,10 @@ def load_idx_folder(folder):
             raise MnistError(f"{lpath} holds labels above 9")
         out[f"{split}_images"] = _images(images, ipath)
         out[f"{split}_labels"] = torch.from_numpy(labels.astype(np.int64))
-    return Mnist(**out, source=f"idx:{folder.resolve()}")
+    # Named by content, not by path: checkpoints stay valid when the folder moves or the files
+    # are gzipped, and are refused when the digits differ.
+    counts = f"{len(out['train_labels'])}/{len(out['test_labels'])}"
+    return Mnist(**out, source=f"idx:{counts}:sha256:{fingerprint.hexdigest()[:16]}")
 
 
 @functools.lru_cache(maxsize=1)
