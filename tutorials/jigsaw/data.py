@@ -106,7 +106,7 @@ def load_idx_folder(folder):
     for key, stem in IDX_FILES.items():
         path = _find(folder, stem)
         arrays[key] = (path, read_idx(path))
-        fingerprint.update(arrays[key][1].tobytes())
+        fingerprint.update(arrays[key][1])  # the bytes as read, without a copy
     out = {}
     for split in ("train", "test"):
         ipath, images = arrays[f"{split}_images"]

