@@ -36,6 +36,18 @@ def _check_square_event(shape, name):
         raise ValueError(f"{name} must have shape (..., K, K), got {tuple(shape)}")
 
 
+#: Dtypes whose bounds are computed in float64 (see :class:`StickBreakingBirkhoffTransform`).
+_UPCAST = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _working(t):
+    """``t`` in the dtype the bounds are computed in: float64 for lower precisions, except on
+    devices without float64 (MPS)."""
+    if t.dtype in _UPCAST and t.device.type != "mps":
+        return t.to(torch.float64)
+    return t
+
+
 def _stick_break(n, batch_shape, like, step):
     """Fill an ``(..., n, n)`` Birkhoff matrix in raster order.
 
@@ -105,6 +117,15 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
     with ``u - l`` clamped at ``tiny``. The map is only piecewise smooth: which term of the
     ``min`` / ``max`` is active can switch.
 
+    **Precision.** Near a face of the polytope the gaps ``u - l`` are differences of nearly
+    equal sums of entries of ``X``, which float32 would lose entirely (log-Jacobians hundreds of
+    nats off). So the bounds are computed in float64 for float32 and lower precisions (except on
+    devices without float64, such as MPS) and the results are rounded back, and ``log |J|`` is
+    computed from ``Psi``, the exact input, not from ``X``. The log-density of a sample the
+    transform has just made (``rsample`` then ``log_prob``, through the cache) is then as
+    accurate in float32 as in float64. A float32 ``X`` given without its ``Psi`` and lying
+    within rounding of a face does not determine ``Psi`` (nor its density) to any accuracy.
+
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param int cache_size: 0 or 1, as for any :class:`~torch.distributions.transforms.Transform`.
     :raises ValueError: if ``temperature`` is not positive and finite.
@@ -164,16 +185,20 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
             return tau.to(like)
         return tau
 
-    def _call(self, psi):
-        _check_square_event(psi.shape, "psi")
+    def _forward(self, psi, log_gaps=None):
+        """The forward map in the working dtype; appends each ``log(u - l)`` to ``log_gaps``
+        if given."""
         n = psi.shape[-1] + 1
         tau = self._tau(psi)
+        tiny = torch.finfo(psi.dtype).tiny
         # The batch shape of the output includes the temperature's.
         batch_shape = torch.broadcast_shapes(psi.shape[:-2], torch.as_tensor(tau).shape)
 
         def step(m, j, lower, upper):
             s = psi[..., m, j] / tau
             gap = (upper - lower).clamp(min=0)
+            if log_gaps is not None:
+                log_gaps.append(gap.clamp(min=tiny).log())
             # Whichever end is nearer keeps its small distance accurately.
             near_lower = lower + torch.sigmoid(s) * gap
             near_upper = upper - torch.sigmoid(-s) * gap
@@ -181,11 +206,16 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
 
         return _stick_break(n, batch_shape, psi, step)
 
-    def _inverse(self, x):
-        _check_square_event(x.shape, "x")
+    def _call(self, psi):
+        _check_square_event(psi.shape, "psi")
+        return self._forward(_working(psi)).to(psi.dtype)
+
+    def _inverse(self, y):
+        _check_square_event(y.shape, "x")
+        x = _working(y)
         n = x.shape[-1]
         tau = self._tau(x)
-        tiny = torch.finfo(x.dtype).tiny
+        tiny = torch.finfo(y.dtype).tiny  # the input's: see the class docstring
         psis = {}
 
         def step(m, j, lower, upper):
@@ -197,28 +227,27 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
         batch_shape = torch.broadcast_shapes(x.shape[:-2], torch.as_tensor(tau).shape)
         _stick_break(n, batch_shape, x, step)
         if n == 1:
-            return x.new_zeros(batch_shape + (0, 0))
+            return y.new_zeros(batch_shape + (0, 0))
         rows = [torch.stack([psis[m, j] for j in range(n - 1)], -1) for m in range(n - 1)]
-        return torch.stack(rows, -2)
+        return torch.stack(rows, -2).to(y.dtype)
 
     def log_abs_det_jacobian(self, psi, x):
         n = x.shape[-1]
-        tau = self._tau(x)
-        tiny = torch.finfo(x.dtype).tiny
+        work = _working(psi)
+        tau = self._tau(work)
         batch_shape = torch.broadcast_shapes(
             psi.shape[:-2], x.shape[:-2], torch.as_tensor(tau).shape
         )
-        log_gaps = []
-
-        def step(m, j, lower, upper):
-            log_gaps.append((upper - lower).clamp(min=tiny).log())
-            return x[..., m, j]
-
-        _stick_break(n, batch_shape, x, step)
         result = x.new_zeros(batch_shape)
         if n == 1:
             return result
-        s = psi / (tau.unsqueeze(-1).unsqueeze(-1) if isinstance(tau, torch.Tensor) else tau)
+        # The gaps u - l come from Psi, the exact input, rather than from X: near a face of the
+        # polytope they are differences of nearly equal sums of X, which X's rounding (float32
+        # above all) would swamp.
+        log_gaps = []
+        self._forward(work, log_gaps)
+        s = work / (tau.unsqueeze(-1).unsqueeze(-1) if isinstance(tau, torch.Tensor) else tau)
         logistic = (F.logsigmoid(s) + F.logsigmoid(-s)).sum((-2, -1))
-        log_tau = torch.log(torch.as_tensor(tau, dtype=x.dtype, device=x.device))
-        return result + sum(log_gaps) + logistic - (n - 1) ** 2 * log_tau
+        log_tau = torch.log(torch.as_tensor(tau, dtype=work.dtype, device=work.device))
+        total = sum(log_gaps) + logistic - (n - 1) ** 2 * log_tau
+        return result + total.to(x.dtype)
