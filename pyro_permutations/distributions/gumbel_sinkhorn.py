@@ -1,5 +1,7 @@
 """The Gumbel-Sinkhorn distribution: a reparameterised relaxation of Gumbel-Matching."""
 
+import math
+
 import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
@@ -55,18 +57,25 @@ class GumbelSinkhorn(TorchDistribution):
 
     .. math::
 
-        \\log q(Z) = \\sum_{ij} \\log \\tau - (\\tau Z_{ij} - X_{ij})
+        \\log q(Z) = \\sum_{ij: X_{ij} > -\\infty} \\log \\tau - (\\tau Z_{ij} - X_{ij})
                      - e^{-(\\tau Z_{ij} - X_{ij})},
 
-    i.e. ``Z_ij ~ Gumbel(loc = X_ij / tau, scale = 1 / tau)``. A matrix drawn by
-    :meth:`rsample` carries its ``Z`` (see :func:`perturbed_scores`), and :meth:`log_prob` of
-    such a matrix is the density of its ``Z``; so a Pyro model with a ``GumbelSinkhorn`` prior
-    and a ``GumbelSinkhorn`` guide gives ``Trace_ELBO`` the ELBO in ``Z``-space, which bounds
-    the ELBO in ``P``-space (data processing), and ``TraceMeanField_ELBO`` the closed-form KL
-    registered below. ``log_prob`` of a bare matrix raises a ``ValueError``.
+    i.e. ``Z_ij ~ Gumbel(loc = X_ij / tau, scale = 1 / tau)`` at every allowed pair, while a
+    forbidden pair (``X_ij = -inf``) has ``Z_ij = -inf`` (so ``P_ij = 0``) and adds nothing. A
+    value whose ``Z`` is finite at a forbidden pair, or ``-inf`` at an allowed one, has density
+    zero: ``log_prob`` is ``-inf``.
+
+    A matrix drawn by :meth:`rsample` carries its ``Z`` (see :func:`perturbed_scores`), and
+    :meth:`log_prob` of such a matrix is the density of its ``Z``; so a Pyro model with a
+    ``GumbelSinkhorn`` prior and a ``GumbelSinkhorn`` guide gives ``Trace_ELBO`` the ELBO in
+    ``Z``-space, which bounds the ELBO in ``P``-space (data processing), and
+    ``TraceMeanField_ELBO`` the closed-form KL registered below (summed over the pairs allowed
+    by both; ``+inf`` if a pair is forbidden in only one of them, so give model and guide the
+    same forbidden pairs). ``log_prob`` of a bare matrix raises a ``ValueError``.
 
     :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``; ``-inf`` entries
-        are forbidden pairs (they stay ``-inf`` in ``Z`` and add nothing to the density).
+        are forbidden pairs (they stay ``-inf`` in ``Z``, are zero in ``P`` and add nothing to
+        the density; see above).
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param float tol: Sinkhorn's marginal-error tolerance (see :func:`log_sinkhorn`).
     :param int n_iters: if given, that many plain Sinkhorn sweeps instead (as in [GS]).
@@ -149,11 +158,19 @@ class GumbelSinkhorn(TorchDistribution):
 
     def log_prob_scores(self, scores):
         """Exact log-density of perturbed scores ``Z`` (shape ``(..., N, N)``), summed over the
-        ``N x N`` entries; entries where ``log_alpha = -inf`` contribute nothing."""
+        ``N x N`` entries.
+
+        A forbidden pair (``log_alpha = -inf``) has ``Z = -inf`` almost surely: where ``Z`` is
+        ``-inf`` too the entry contributes nothing, where ``Z`` is finite the density is zero
+        (``-inf``). Conversely ``Z = -inf`` at an allowed pair has zero density (``-inf``).
+        """
         tau = self._tau()
         forbidden = torch.isneginf(self.log_alpha)
-        u = torch.where(forbidden, 0.0, tau * scores - self.log_alpha)
-        per_entry = torch.where(forbidden, 0.0, torch.log(tau) - u - torch.exp(-u))
+        absent = torch.isneginf(scores)
+        u = torch.where(forbidden | absent, 0.0, tau * scores - self.log_alpha)
+        per_entry = torch.log(tau) - u - torch.exp(-u)
+        per_entry = torch.where(forbidden & absent, 0.0, per_entry)
+        per_entry = torch.where(forbidden ^ absent, -math.inf, per_entry)
         return per_entry.sum((-2, -1))
 
     def log_prob(self, value):
@@ -214,11 +231,20 @@ def _kl_gumbel_sinkhorn(q, p):
     ``Gumbel(X_p / tau_p, 1 / tau_p)`` under ``p``, ``r = tau_p / tau_q`` and
     ``d = tau_p (X_q / tau_q - X_p / tau_p)``:
     ``KL = log(tau_q / tau_p) + gamma (r - 1) - 1 + d + Gamma(1 + r) exp(-d)``.
-    It upper-bounds the KL between the laws of the matrices ``S(Z)``.
+    The sum runs over the pairs allowed by both: a pair forbidden (``X = -inf``) in both has
+    ``Z = -inf`` under both and adds nothing, while a pair forbidden in only one of them makes
+    the laws mutually singular there, ``KL = +inf``. It upper-bounds the KL between the laws of
+    the matrices ``S(Z)``.
     """
     tau_q, tau_p = q._tau(), p._tau()
+    forbidden_q, forbidden_p = torch.isneginf(q.log_alpha), torch.isneginf(p.log_alpha)
+    either = forbidden_q | forbidden_p
+    x_q = torch.where(either, 0.0, q.log_alpha)
+    x_p = torch.where(either, 0.0, p.log_alpha)
     r = tau_p / tau_q
-    d = tau_p * (q.log_alpha / tau_q - p.log_alpha / tau_p)
+    d = tau_p * (x_q / tau_q - x_p / tau_p)
     gamma = 0.5772156649015329
     kl = torch.log(tau_q / tau_p) + gamma * (r - 1) - 1 + d + torch.exp(torch.lgamma(1 + r) - d)
+    kl = torch.where(forbidden_q & forbidden_p, 0.0, kl)
+    kl = torch.where(forbidden_q ^ forbidden_p, math.inf, kl)
     return kl.sum((-2, -1))

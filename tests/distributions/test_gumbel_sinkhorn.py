@@ -1,8 +1,10 @@
 import math
 
+import pyro
 import pytest
 import torch
 from pyro.distributions.testing.gof import multinomial_goodness_of_fit
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import Gumbel, kl_divergence
 
 from pyro_permutations.constraints import birkhoff, permutation
@@ -130,6 +132,71 @@ def test_forbidden_pairs_stay_zero_and_add_no_density():
     p = d.rsample((10,))
     assert (p[:, 0, 1] == 0).all()
     assert torch.isfinite(d.log_prob(p)).all()
+
+
+def mask_pair(n, i, j, dtype=torch.float64):
+    mask = torch.zeros(n, n, dtype=dtype)
+    mask[i, j] = -math.inf
+    return mask
+
+
+def test_a_value_off_the_forbidden_pattern_has_zero_density():
+    torch.manual_seed(9)
+    mask = mask_pair(4, 0, 1)
+    free = GumbelSinkhorn(torch.randn(4, 4, dtype=torch.float64), 0.7)
+    masked = GumbelSinkhorn(torch.randn(4, 4, dtype=torch.float64) + mask, 0.7)
+    # Z = -inf at a pair the distribution allows, and Z finite at a pair it forbids.
+    assert torch.equal(free.log_prob(masked.rsample((3,))), torch.full((3,), -math.inf).double())
+    assert torch.equal(masked.log_prob(free.rsample((3,))), torch.full((3,), -math.inf).double())
+    # On the same pattern it is the Gumbel density of the allowed entries only.
+    z = masked.sample_scores((3,))
+    allowed = ~torch.isneginf(masked.log_alpha)
+    expected = Gumbel(masked.log_alpha[allowed] / 0.7, 1 / 0.7).log_prob(z[:, allowed]).sum(-1)
+    assert torch.allclose(masked.log_prob_scores(z), expected)
+
+
+def test_kl_sums_over_the_pairs_allowed_by_both():
+    torch.manual_seed(10)
+    mask = mask_pair(3, 0, 1)
+    x_q = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    x_p = torch.randn(3, 3, dtype=torch.float64)
+    q, p = GumbelSinkhorn(x_q + mask, 0.5), GumbelSinkhorn(x_p + mask, 1.0)
+    kl = kl_divergence(q, p)
+    allowed = mask == 0
+    per_entry = kl_divergence(Gumbel(x_q[allowed] / 0.5, 2.0), Gumbel(x_p[allowed], 1.0))
+    assert torch.allclose(kl, per_entry.sum())
+    (grad,) = torch.autograd.grad(kl, x_q)
+    assert torch.isfinite(grad).all() and grad[0, 1] == 0
+    # The Monte Carlo estimate E_q[log q(Z) - log p(Z)] agrees.
+    z = q.sample_scores((100_000,))
+    diff = (q.log_prob_scores(z) - p.log_prob_scores(z)).detach()
+    assert (kl - diff.mean()).abs() < 5 * diff.std() / math.sqrt(diff.numel())
+    # A pair forbidden in only one of them: the laws are mutually singular.
+    x = x_q.detach()
+    assert kl_divergence(GumbelSinkhorn(x, 0.5), GumbelSinkhorn(x + mask, 1.0)) == math.inf
+    assert kl_divergence(GumbelSinkhorn(x + mask, 0.5), GumbelSinkhorn(x, 1.0)) == math.inf
+
+
+@pytest.mark.parametrize("elbo", [Trace_ELBO, TraceMeanField_ELBO])
+def test_svi_with_the_same_forbidden_pairs_in_model_and_guide_is_finite(elbo):
+    torch.manual_seed(11)
+    pyro.clear_param_store()
+    mask = mask_pair(4, 0, 1, dtype=torch.float32)
+    centers = torch.randn(4, 2)
+    obs = centers + 0.1 * torch.randn(4, 2)
+
+    def model():
+        p = pyro.sample("P", GumbelSinkhorn(mask, 1.0))
+        pyro.sample("obs", pyro.distributions.Normal(p @ centers, 0.5).to_event(2), obs=obs)
+
+    def guide():
+        log_alpha = pyro.param("log_alpha", torch.zeros(4, 4))
+        pyro.sample("P", GumbelSinkhorn(log_alpha + mask, 0.5))
+
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo())
+    losses = [svi.step() for _ in range(3)]
+    assert all(math.isfinite(loss) for loss in losses)
+    assert torch.isfinite(pyro.param("log_alpha")).all()
 
 
 def test_gumbel_matching_zero_scores_is_uniform():
