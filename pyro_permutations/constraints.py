@@ -57,6 +57,9 @@ class Permutation(Constraint):
         expected = torch.arange(n, device=value.device, dtype=value.dtype)
         return (value.sort(dim=-1).values == expected).all(-1)
 
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
 
 class PermutationMatrix(Constraint):
     """Permutation matrices ``(..., N, N)``: 0/1 entries, one 1 in each row and column."""
@@ -71,6 +74,9 @@ class PermutationMatrix(Constraint):
         rows = (value.sum(-1) == 1).all(-1)
         cols = (value.sum(-2) == 1).all(-1)
         return binary & rows & cols
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
 
 
 birkhoff = Birkhoff()
