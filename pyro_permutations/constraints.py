@@ -10,9 +10,11 @@ from torch.distributions.constraints import Constraint
 
 __all__ = [
     "Birkhoff",
+    "ColumnStochastic",
     "Permutation",
     "PermutationMatrix",
     "birkhoff",
+    "column_stochastic",
     "permutation",
     "permutation_matrix",
 ]
@@ -39,6 +41,32 @@ class Birkhoff(Constraint):
         rows = ((value.sum(-1) - 1).abs() <= self.atol).all(-1)
         cols = ((value.sum(-2) - 1).abs() <= self.atol).all(-1)
         return nonneg & rows & cols
+
+    def __repr__(self):
+        return f"{type(self).__name__}(atol={self.atol})"
+
+
+class ColumnStochastic(Constraint):
+    """Column-stochastic matrices: ``(..., M, N)`` non-negative matrices whose columns sum to
+    one, checked to within ``atol``; the rows are free. It contains the Birkhoff polytope.
+
+    It is the support of a fixed number of Sinkhorn sweeps (``log_sinkhorn(..., n_iters=L)``
+    with ``L >= 1``), which end on a column normalisation, so that only the columns sum
+    exactly to one (e.g. ``GumbelSinkhorn(..., n_iters=L)``).
+    """
+
+    event_dim = 2
+
+    def __init__(self, atol=1e-4):
+        self.atol = atol
+        super().__init__()
+
+    def check(self, value):
+        if value.dim() < 2:
+            return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
+        nonneg = (value >= -self.atol).all(-1).all(-1)
+        cols = ((value.sum(-2) - 1).abs() <= self.atol).all(-1)
+        return nonneg & cols
 
     def __repr__(self):
         return f"{type(self).__name__}(atol={self.atol})"
@@ -80,5 +108,6 @@ class PermutationMatrix(Constraint):
 
 
 birkhoff = Birkhoff()
+column_stochastic = ColumnStochastic()
 permutation = Permutation()
 permutation_matrix = PermutationMatrix()

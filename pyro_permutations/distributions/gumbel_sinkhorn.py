@@ -7,7 +7,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
-from pyro_permutations.constraints import birkhoff
+from pyro_permutations.constraints import birkhoff, column_stochastic
 from pyro_permutations.ops import log_sinkhorn, matching, perm_to_matrix, sample_gumbel
 from pyro_permutations.ops._validation import check_scores
 
@@ -21,6 +21,9 @@ __all__ = [
 #: Name of the attribute by which a sampled matrix carries its perturbed scores ``Z``
 #: (as Pyro's straight-through distributions carry ``_unquantize``).
 SCORES_ATTR = "_gumbel_sinkhorn_scores"
+
+#: The support with ``n_iters=0``: ``exp(Z)``, no normalisation at all.
+_NONNEGATIVE_MATRICES = constraints.independent(constraints.nonnegative, 2)
 
 
 def attach_scores(value, scores):
@@ -46,10 +49,11 @@ class GumbelSinkhorn(TorchDistribution):
         \\text{ iid}, \\qquad P = S(Z),
 
     so ``P -> M(X + eps)`` (a :class:`GumbelMatching` sample) as ``tau -> 0``. ``P`` is doubly
-    stochastic (rows index items, columns positions: ``P[i, j]`` is the weight of row ``i``
-    going to column ``j``, the convention of ``perm_to_matrix``) and ``rsample`` is
-    reparameterised: gradients flow to ``log_alpha`` and ``temperature`` through the
-    Sinkhorn operator (implicitly differentiated by default).
+    stochastic to the tolerance ``tol`` (rows index items, columns positions: ``P[i, j]`` is the
+    weight of row ``i`` going to column ``j``, the convention of ``perm_to_matrix``); with a
+    fixed number ``n_iters`` of sweeps only its columns sum exactly to one (see
+    :attr:`support`). ``rsample`` is reparameterised: gradients flow to ``log_alpha`` and
+    ``temperature`` through the Sinkhorn operator (implicitly differentiated by default).
 
     **Density.** ``S`` is invariant to adding a constant to a row or a column, so the density
     of ``P`` itself has no closed form. As in [GS] section 4, the latent variable is the
@@ -78,7 +82,10 @@ class GumbelSinkhorn(TorchDistribution):
         the density; see above).
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param float tol: Sinkhorn's marginal-error tolerance (see :func:`log_sinkhorn`).
-    :param int n_iters: if given, that many plain Sinkhorn sweeps instead (as in [GS]).
+    :param int n_iters: if given, that many plain Sinkhorn sweeps instead (as in [GS]); the
+        rows of ``P`` are then normalised only approximately, and :attr:`support` is
+        :data:`~pyro_permutations.constraints.column_stochastic` instead of
+        :data:`~pyro_permutations.constraints.birkhoff`.
     :param str grad: ``"implicit"`` or ``"unrolled"`` (see :func:`log_sinkhorn`).
 
     Shapes: ``batch_shape = broadcast(log_alpha.shape[:-2], temperature.shape)``,
@@ -105,7 +112,6 @@ class GumbelSinkhorn(TorchDistribution):
         "log_alpha": constraints.independent(constraints.real, 2),
         "temperature": constraints.positive,
     }
-    support = birkhoff
     has_rsample = True
 
     def __init__(
@@ -137,6 +143,18 @@ class GumbelSinkhorn(TorchDistribution):
     def infer_shapes(cls, log_alpha, temperature=()):
         batch_shape = torch.broadcast_shapes(log_alpha[:-2], temperature)
         return batch_shape, log_alpha[-2:]
+
+    @property
+    def support(self):
+        """:data:`~pyro_permutations.constraints.birkhoff` when stopping on ``tol``;
+        :data:`~pyro_permutations.constraints.column_stochastic` with ``n_iters >= 1`` sweeps
+        (which end on the columns, so the rows sum to one only approximately); non-negative
+        matrices ``exp(Z)`` with ``n_iters = 0``."""
+        if self.n_iters is None:
+            return birkhoff
+        if self.n_iters == 0:
+            return _NONNEGATIVE_MATRICES
+        return column_stochastic
 
     def _tau(self):
         return self.temperature[..., None, None]
@@ -212,6 +230,12 @@ class GumbelSinkhornStraightThrough(GumbelSinkhorn):
         >>> log_alpha.grad.shape
         torch.Size([4, 4])
     """
+
+    @property
+    def support(self):
+        """:data:`~pyro_permutations.constraints.birkhoff`: the values are permutation
+        matrices, whatever ``n_iters``."""
+        return birkhoff
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GumbelSinkhornStraightThrough, _instance)

@@ -9,11 +9,14 @@ registered: ``biject_to(simplex)`` stays torch's ``StickBreakingTransform``).
 - ``transform_to(birkhoff)`` is :class:`SinkhornTransform`: ``X -> S(X)`` on ``(N, N)`` scores
   with right inverse ``log``, used for constrained parameters
   (``pyro.param(..., constraint=birkhoff)``, ``AutoDelta``), as ``softmax`` is for the simplex.
+- ``biject_to(column_stochastic)`` and ``transform_to(column_stochastic)`` are
+  :class:`ColumnStickBreakingTransform`: torch's stick-breaking on every column.
 """
 
 from torch.distributions import biject_to, transform_to
 
-from pyro_permutations.constraints import Birkhoff
+from pyro_permutations.constraints import Birkhoff, ColumnStochastic
+from pyro_permutations.transforms.column_stochastic import ColumnStickBreakingTransform
 from pyro_permutations.transforms.rounding import RoundingBirkhoffTransform
 from pyro_permutations.transforms.rounding_simplex import RoundingSimplexTransform
 from pyro_permutations.transforms.sinkhorn import SinkhornTransform
@@ -21,6 +24,7 @@ from pyro_permutations.transforms.stick_breaking import StickBreakingBirkhoffTra
 from pyro_permutations.transforms.stick_breaking_simplex import StickBreakingSimplexTransform
 
 __all__ = [
+    "ColumnStickBreakingTransform",
     "RoundingBirkhoffTransform",
     "RoundingSimplexTransform",
     "SinkhornTransform",
@@ -37,3 +41,9 @@ def _biject_to_birkhoff(constraint):
 @transform_to.register(Birkhoff)
 def _transform_to_birkhoff(constraint):
     return SinkhornTransform()
+
+
+@biject_to.register(ColumnStochastic)
+@transform_to.register(ColumnStochastic)
+def _to_column_stochastic(constraint):
+    return ColumnStickBreakingTransform()

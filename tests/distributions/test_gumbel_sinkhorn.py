@@ -7,7 +7,7 @@ from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from torch.distributions import Gumbel, kl_divergence
 
-from pyro_permutations.constraints import birkhoff, permutation
+from pyro_permutations.constraints import birkhoff, column_stochastic, permutation
 from pyro_permutations.distributions import (
     GumbelMatching,
     GumbelSinkhorn,
@@ -37,6 +37,22 @@ def test_shapes_and_support(dtype, alpha_batch, tau_shape, sample_shape):
     assert d.log_prob(p).shape == sample_shape + batch
     e = d.expand((5,) + batch)
     assert e.batch_shape == (5,) + batch and e.rsample().shape == (5,) + batch + (n, n)
+
+
+@pytest.mark.parametrize("n_iters", [None, 0, 1, 5, 20])
+def test_support_holds_the_samples_whatever_the_stopping_rule(n_iters):
+    torch.manual_seed(12)
+    log_alpha = torch.randn(6, 6)
+    d = GumbelSinkhorn(log_alpha, 0.1, n_iters=n_iters)
+    p = d.rsample((50,))
+    assert d.support.check(p).all() and d.expand((2,)).support == d.support
+    if n_iters is None:
+        assert d.support is birkhoff
+    elif n_iters > 0:
+        # Sweeps end on the columns: those sum to one, the rows only roughly.
+        assert d.support is column_stochastic and not birkhoff.check(p).all()
+    hard = GumbelSinkhornStraightThrough(log_alpha, 0.1, n_iters=n_iters)
+    assert hard.support is birkhoff and birkhoff.check(hard.rsample((50,))).all()
 
 
 def test_log_prob_is_the_gumbel_density_of_the_scores():
