@@ -35,6 +35,19 @@ class DiscretePermutationDistribution(TorchDistribution):
                 return value.device
         return torch.device("cpu")
 
+    def _split_support(self, value):
+        """``(valid, safe)`` for values ``(..., M)``: ``valid`` (shape ``(...)``) says whether
+        each is a permutation of the ``N`` items, and ``safe`` (long, ``(..., N)``) is
+        ``value`` with every other value (wrong dtype, repeated or out-of-range entries,
+        ``M != N``) replaced by the identity, so that ``log_prob`` can be computed on ``safe``
+        and set to ``-inf`` where not ``valid``."""
+        identity = torch.arange(self.n, device=value.device)
+        if value.dim() < 1 or value.shape[-1] != self.n:
+            valid = torch.zeros(value.shape[:-1], dtype=torch.bool, device=value.device)
+            return valid, identity.expand(value.shape[:-1] + (self.n,))
+        valid = self.support.check(value)
+        return valid, torch.where(valid.unsqueeze(-1), value, identity).long()
+
     def _check_enumerable(self):
         if self.n > MAX_ENUMERATE_SUPPORT_N:
             raise ValueError(

@@ -256,10 +256,8 @@ class Mallows(DiscretePermutationDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        valid = self.support.check(value)
         # Non-permutations are replaced by the identity for the distance, then get -inf.
-        identity = torch.arange(self.n, device=value.device)
-        safe = torch.where(valid.unsqueeze(-1), value, identity).long()
+        valid, safe = self._split_support(value)
         d = _DISTANCES[self.distance](safe, self.center).to(self.theta.dtype)
         log_p = _neg_theta_times(self.theta, d) - self.log_normalizer
         return log_p.masked_fill(~valid, -math.inf)

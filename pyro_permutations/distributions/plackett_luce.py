@@ -1,5 +1,7 @@
 """The Plackett-Luce distribution: rankings built by successive softmax choices."""
 
+import math
+
 import torch
 from torch.distributions import constraints
 
@@ -50,7 +52,8 @@ class PlackettLuce(DiscretePermutationDistribution):
     ``logits + G`` in decreasing order gives an ordering distributed as above, and ``perm``
     is its inverse. :meth:`log_prob` is exact, ``O(N)`` per value, and broadcasts values
     ``(..., N)`` against the batch shape (as for Pyro's enumeration over
-    :meth:`enumerate_support`). :attr:`mode` ranks the items by decreasing logit (ties go to
+    :meth:`enumerate_support`); values that are not permutations get ``-inf`` (or raise with
+    ``validate_args``). :attr:`mode` ranks the items by decreasing logit (ties go to
     the lower index). Samples are discrete: there is no ``rsample``.
 
     :param torch.Tensor logits: scores ``s`` of shape ``(..., N)``, floating point and finite;
@@ -114,9 +117,10 @@ class PlackettLuce(DiscretePermutationDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape) + (self.n,)
-        order = invert_perm(value).long().expand(shape)
+        valid, perm = self._split_support(value)
+        shape = torch.broadcast_shapes(perm.shape[:-1], self.batch_shape) + (self.n,)
+        order = invert_perm(perm).expand(shape)
         s = self.logits.expand(shape).gather(-1, order)  # s[k] = logits[order[k]]
         # log sum_{m >= k} exp(s[m]): a reversed cumulative logsumexp.
         tail = torch.logcumsumexp(s.flip(-1), dim=-1).flip(-1)
-        return (s - tail).sum(-1)
+        return (s - tail).sum(-1).masked_fill(~valid, -math.inf)

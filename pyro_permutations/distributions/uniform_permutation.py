@@ -62,8 +62,7 @@ class UniformPermutation(DiscretePermutationDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        shape = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        valid, _ = self._split_support(value)
+        shape = torch.broadcast_shapes(valid.shape, self.batch_shape)
         log_p = torch.full(shape, -math.lgamma(self.n + 1), device=value.device)
-        if value.shape[-1] != self.n:
-            return log_p.fill_(-math.inf)
-        return log_p.masked_fill(~self.support.check(value), -math.inf)
+        return log_p.masked_fill(~valid, -math.inf)

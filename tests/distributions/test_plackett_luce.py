@@ -9,6 +9,7 @@ from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 from pyro.infer import TraceEnum_ELBO
 
 from pyro_permutations.constraints import permutation
+from pyro_permutations.distributions import Mallows, UniformPermutation
 from pyro_permutations.distributions.plackett_luce import PlackettLuce
 from pyro_permutations.ops import all_permutations, invert_perm, perm_to_rank
 
@@ -156,6 +157,35 @@ def test_errors():
         d.log_prob(torch.tensor([0, 0, 1]))
     with pytest.raises(ValueError, match="enumerate"):
         PlackettLuce(torch.zeros(9)).enumerate_support()
+
+
+NON_PERMUTATIONS = [
+    torch.tensor([0, 0, 1]),  # a repeated item
+    torch.tensor([-1, 0, 1]),  # out of range
+    torch.tensor([0, 1, 3]),
+    torch.tensor([0.0, 1.0, 2.0]),  # not an integer tensor
+    torch.tensor([0, 1]),  # too few items
+    torch.tensor([0, 1, 2, 3]),  # too many items
+]
+
+
+@pytest.mark.parametrize("value", NON_PERMUTATIONS, ids=str)
+def test_non_permutations_get_minus_inf_like_mallows_and_uniform(value):
+    logits = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    dists = [
+        PlackettLuce(logits, validate_args=False),
+        Mallows(torch.tensor([2, 0, 1]), 1.0, validate_args=False),
+        UniformPermutation(3, validate_args=False),
+    ]
+    for d in dists:
+        assert d.log_prob(value) == -math.inf
+    # In a batch beside permutations: -inf only where the value is not one, no NaN gradient.
+    batch = torch.stack([torch.tensor([1, 2, 0]), torch.tensor([0, 2, 2])])
+    for d in dists:
+        log_p = d.log_prob(batch)
+        assert torch.isfinite(log_p[0]) and log_p[1] == -math.inf
+    (grad,) = torch.autograd.grad(dists[0].log_prob(batch)[0], logits)
+    assert torch.isfinite(grad).all()
 
 
 def observation_log_lik(perm, locs, data):
