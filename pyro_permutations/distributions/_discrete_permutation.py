@@ -16,10 +16,18 @@ class DiscretePermutationDistribution(TorchDistribution):
     """Base for distributions over permutations of ``N`` items: long values ``(..., N)``,
     ``perm[i] = j`` meaning row/item ``i`` goes to column/position ``j``.
 
-    Provides ``support``, ``enumerate_support`` (all ``N!`` permutations in lexicographic order,
-    as :func:`~pyro_permutations.ops.all_permutations`, for Pyro's ``TraceEnum_ELBO`` and
-    ``infer_discrete``) and ``probs_all()``. Subclasses set ``self.n`` before calling
-    ``super().__init__(batch_shape, validate_args=...)`` and implement ``log_prob``.
+    Provides ``support``, ``enumerate_support()`` (all ``N!`` permutations in lexicographic
+    order, as :func:`~pyro_permutations.ops.all_permutations`, for Pyro's ``TraceEnum_ELBO``,
+    which sums such a site out exactly) and ``log_prob_all()``. Subclasses set ``self.n``
+    before calling ``super().__init__(batch_shape, validate_args=...)`` and implement
+    ``log_prob``.
+
+    Pyro's ``infer_discrete`` does not handle these sites: it supports only discrete sites
+    without an event dimension, and a permutation has one (``(N,)``), so it raises
+    ``ValueError: Invalid tensor shape`` (as it does for ``OneHotCategorical``). To find the
+    posterior over permutations, use
+    :func:`~pyro_permutations.infer.exact_posterior` when the other sites are observed, or
+    ``log_prob_all()`` with the likelihood of each permutation.
     """
 
     support = permutation

@@ -1,13 +1,15 @@
 import contextlib
 import math
+import re
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import pytest
 import torch
 from pyro.distributions.testing.gof import multinomial_goodness_of_fit
-from pyro.infer import TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO, config_enumerate, infer_discrete
 
 from pyro_permutations.constraints import permutation
 from pyro_permutations.distributions.uniform_permutation import UniformPermutation
@@ -108,3 +110,28 @@ def test_enumerated_in_trace_enum_elbo(plate):
     log_lik = dist.Normal(locs[perms], 1.0).to_event(1).log_prob(data)
     log_marginal = (torch.logsumexp(log_lik.double(), dim=0) - math.log(math.factorial(n))).sum()
     assert loss == pytest.approx(-log_marginal.item(), rel=1e-5)
+
+
+def test_methods_named_by_the_base_docstring_exist():
+    from pyro_permutations.distributions._discrete_permutation import (
+        DiscretePermutationDistribution,
+    )
+
+    named = re.findall(r"``(\w+)\(\)``", DiscretePermutationDistribution.__doc__)
+    assert "log_prob_all" in named and "enumerate_support" in named
+    for name in named:
+        assert callable(getattr(UniformPermutation(3), name))
+
+
+def test_infer_discrete_refuses_a_permutation_site_as_documented():
+    # Pyro's infer_discrete handles only sites without an event dimension; if this ever
+    # passes, update the DiscretePermutationDistribution docstring.
+    locs = torch.tensor([-2.0, 0.0, 1.0])
+
+    @config_enumerate
+    def model():
+        perm = pyro.sample("perm", UniformPermutation(3))
+        pyro.sample("obs", dist.Normal(locs[perm], 1.0).to_event(1), obs=torch.zeros(3))
+
+    with pytest.raises(ValueError, match="Invalid tensor shape"):
+        poutine.trace(infer_discrete(model, first_available_dim=-1)).get_trace()
