@@ -33,10 +33,10 @@ def workload(n):
         p = pyro.sample("P", FlatBirkhoff(n))
         pyro.sample("y", dist.Normal(p @ centers, 0.3).to_event(2), obs=obs)
 
-    exact_posterior(model, "P")  # warm-up, fills the permutation table cache
+    exact_posterior(model, "P", prior="uniform")  # warm-up, fills the permutation table cache
 
     def run():
-        return exact_posterior(model, "P")
+        return exact_posterior(model, "P", prior="uniform")
 
     return run
 

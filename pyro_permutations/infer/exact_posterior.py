@@ -110,9 +110,17 @@ def exact_posterior(
 
     for every permutation ``pi`` in ``all_permutations(N)`` order. The site may hold long
     permutations ``(N,)`` (e.g. :class:`~pyro_permutations.distributions.Mallows`) or matrices
-    ``(N, N)`` (a relaxation such as ``StickBreakingBirkhoff`` or ``FlatBirkhoff``), in which
-    case the model is evaluated at the permutation matrices ``P[i, perm[i]] = 1``. Every other
-    sample site must be observed.
+    ``(N, N)`` (a relaxation such as ``StickBreakingBirkhoff`` or ``FlatBirkhoff``, with
+    ``prior="uniform"``), in which case the model is evaluated at the permutation matrices
+    ``P[i, perm[i]] = 1``. Every other sample site must be observed.
+
+    **Prior.** ``p(pi)`` is the site's own pmf only for a discrete site (its support is
+    discrete, as for ``Mallows``, ``PlackettLuce``, ``UniformPermutation``). A continuous site
+    (support the Birkhoff polytope or real matrices: ``FlatBirkhoff``, ``GumbelSinkhorn``,
+    ``StickBreakingBirkhoff``, ``RoundingBirkhoff``, ``RoundingPrior``, ...) has a density,
+    whose values at the vertices of the polytope are no probabilities of permutations (and are
+    undefined, zero or infinite for most relaxations, whose densities live on the interior or
+    on other variables); such a site needs ``prior="uniform"``.
 
     The model runs once per chunk of ``chunk_size`` values, vectorised: the values come in
     along a new batch dimension left of the model's plates (``dim = -(max_plate_nesting +
@@ -124,13 +132,13 @@ def exact_posterior(
     :param int max_plate_nesting: number of plate dimensions the model uses; found by one
         trace of the model if not given.
     :param int chunk_size: values evaluated per model call (bounds memory).
-    :param str prior: ``"model"`` uses the site's own density at each value; ``"uniform"``
-        ignores it (a uniform prior over permutations), needed for relaxations whose density
-        is not defined at the vertices (``GumbelSinkhorn``, ``StickBreakingBirkhoff``).
+    :param str prior: ``"model"`` uses the site's own pmf at each permutation (a discrete
+        site only); ``"uniform"`` ignores it (a uniform prior over permutations), needed for a
+        continuous site, e.g. any relaxation (see above).
     :param bool log: return log-probabilities instead.
     :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``.
     :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), the site is missing,
-        another site is latent, or the site's density is undefined at permutations.
+        another site is latent, or the site is continuous and ``prior="model"``.
 
     Example::
 
@@ -141,7 +149,7 @@ def exact_posterior(
         ...     p = pyro.sample("P", FlatBirkhoff(3))
         ...     pyro.sample("y", dist.Normal(p @ centers, 0.5).to_event(2),
         ...                 obs=torch.tensor([[1.0], [0.0], [2.0]]))
-        >>> probs = exact_posterior(model, "P")
+        >>> probs = exact_posterior(model, "P", prior="uniform")
         >>> probs.shape, int(probs.argmax())  # all_permutations(3)[2] = [1, 0, 2]
         (torch.Size([6]), 2)
     """
@@ -170,6 +178,14 @@ def exact_posterior(
             f"site {site!r} holds permutations of N = {n} items: {n}! values are too many to "
             f"enumerate (limit N <= {MAX_ENUMERATE_N}); compare with samples instead"
         )
+    if prior == "model" and not getattr(fn.support, "is_discrete", False):
+        raise ValueError(
+            f"site {site!r} has a continuous distribution ({type(fn).__name__}, support "
+            f"{fn.support}): its density at a permutation matrix is no probability of that "
+            f"permutation (and for most relaxations it is undefined, zero or infinite there); "
+            f"pass prior='uniform' for a uniform prior over permutations, or give the site a "
+            f"discrete distribution over permutations (e.g. Mallows) for another prior"
+        )
     dtype, device = _float_like(fn)
     perms = all_permutations(n, device=device)
     if max_plate_nesting is None:
@@ -192,15 +208,7 @@ def exact_posterior(
     for start in range(0, perms.shape[0], chunk_size):
         chunk = _values(perms[start : start + chunk_size], kind, dtype)
         value = chunk.reshape((chunk.shape[0],) + shape)
-        try:
-            parts.append(_log_joint(model, site, value, max_plate_nesting, prior, args, kwargs))
-        except ValueError as e:
-            if prior == "model" and "log_prob" in str(e) and site in str(e):
-                raise ValueError(
-                    f"the density of site {site!r} is not defined at permutation matrices "
-                    f"({e}); pass prior='uniform' for a uniform prior over permutations"
-                ) from e
-            raise
+        parts.append(_log_joint(model, site, value, max_plate_nesting, prior, args, kwargs))
     log_joint = torch.cat(parts)
     if torch.isnan(log_joint).any():
         bad = perms[torch.isnan(log_joint)][0].tolist()

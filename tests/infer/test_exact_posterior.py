@@ -8,11 +8,13 @@ import torch
 from pyro_permutations.distributions import (
     FlatBirkhoff,
     GumbelSinkhorn,
+    Mallows,
+    RoundingBirkhoff,
     RoundingPrior,
     StickBreakingBirkhoff,
 )
 from pyro_permutations.infer import exact_posterior
-from pyro_permutations.ops import all_permutations
+from pyro_permutations.ops import all_permutations, perm_to_matrix
 
 SIGMA = 0.4
 
@@ -45,11 +47,11 @@ def test_matrix_site_matches_hand_computation(problem):
         p = pyro.sample("P", FlatBirkhoff(4))
         pyro.sample("y", dist.Normal(p.to(centers) @ centers, SIGMA).to_event(2), obs=obs)
 
-    probs = exact_posterior(model, "P")
+    probs = exact_posterior(model, "P", prior="uniform")
     assert probs.shape == (24,) and probs.dtype == torch.float64
     assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
-    assert torch.allclose(exact_posterior(model, "P", chunk_size=5), probs)
-    log_probs = exact_posterior(model, "P", log=True)
+    assert torch.allclose(exact_posterior(model, "P", chunk_size=5, prior="uniform"), probs)
+    log_probs = exact_posterior(model, "P", log=True, prior="uniform")
     assert torch.allclose(log_probs.exp(), probs)
 
 
@@ -68,7 +70,7 @@ def test_plates_and_model_arguments(problem):
         with pyro.plate("a", 2, dim=-2), pyro.plate("b", 3, dim=-1):
             pyro.sample("w", dist.Normal(score, scale), obs=extra)
 
-    probs = exact_posterior(model, "P", sets)
+    probs = exact_posterior(model, "P", sets, prior="uniform")
     # By hand: the Gaussian likelihood of every set plus the plated score terms.
     log_post = torch.log(by_hand(centers, sets))
     for k, perm in enumerate(all_permutations(4).tolist()):
@@ -76,28 +78,49 @@ def test_plates_and_model_arguments(problem):
         log_post[k] += dist.Normal(score, 1.0).log_prob(extra).sum()
     expected = (log_post - torch.logsumexp(log_post, 0)).exp()
     assert torch.allclose(probs, expected, atol=1e-10)
-    assert torch.allclose(exact_posterior(model, "P", sets, max_plate_nesting=3), probs)
-    wide = exact_posterior(model, "P", sets, scale=1e3)
+    again = exact_posterior(model, "P", sets, max_plate_nesting=3, prior="uniform")
+    assert torch.allclose(again, probs)
+    wide = exact_posterior(model, "P", sets, scale=1e3, prior="uniform")
     assert torch.allclose(wide, by_hand(centers, sets), atol=1e-5)
 
 
-def test_prior_is_used_or_ignored(problem):
+CONTINUOUS_SITES = {
+    "FlatBirkhoff": lambda: FlatBirkhoff(4),
+    "GumbelSinkhorn": lambda: GumbelSinkhorn(torch.zeros(4, 4), 1.0),
+    "StickBreakingBirkhoff": lambda: StickBreakingBirkhoff(torch.zeros(3, 3), torch.ones(3, 3)),
+    "RoundingBirkhoff": lambda: RoundingBirkhoff(torch.full((4, 4), 0.25), 0.3, 0.5),
+    "RoundingPrior": lambda: RoundingPrior(4, 0.3),
+}
+
+
+@pytest.mark.parametrize("make", CONTINUOUS_SITES.values(), ids=CONTINUOUS_SITES.keys())
+def test_a_continuous_site_needs_a_uniform_prior(problem, make):
     centers, obs = problem
 
-    def model(prior):
-        p = pyro.sample("P", prior)
+    def model():
+        p = pyro.sample("P", make())
         pyro.sample("y", dist.Normal(p.to(centers) @ centers, SIGMA).to_event(2), obs=obs)
 
-    truth = by_hand(centers, obs)
-    # RoundingPrior is symmetric over permutation matrices: same as a uniform prior.
-    symmetric = exact_posterior(model, "P", RoundingPrior(4, torch.tensor(0.3).double()))
-    assert torch.allclose(symmetric, truth, atol=1e-10)
-    with pytest.raises(ValueError, match="prior='uniform'"):
-        exact_posterior(model, "P", GumbelSinkhorn(torch.zeros(4, 4), 1.0))
-    gs = exact_posterior(model, "P", GumbelSinkhorn(torch.zeros(4, 4), 1.0), prior="uniform")
-    assert torch.allclose(gs, truth, atol=1e-10)
-    sb = StickBreakingBirkhoff(torch.zeros(3, 3), torch.ones(3, 3))
-    assert torch.allclose(exact_posterior(model, "P", sb, prior="uniform"), truth, atol=1e-10)
+    # Its density at the vertices is no pmf (StickBreakingBirkhoff's is clamped, not zero).
+    with pytest.raises(ValueError, match="continuous.*prior='uniform'"):
+        exact_posterior(model, "P")
+    uniform = exact_posterior(model, "P", prior="uniform")
+    assert torch.allclose(uniform, by_hand(centers, obs), atol=1e-10)
+
+
+def test_a_discrete_site_is_its_own_prior(problem):
+    centers, obs = problem
+    center = torch.tensor([1, 3, 0, 2])
+
+    def model():
+        perm = pyro.sample("perm", Mallows(center, 0.7))
+        p = perm_to_matrix(perm, dtype=centers.dtype)
+        pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
+
+    log_prior = Mallows(center, 0.7).log_prob_all().double()
+    expected = torch.softmax(torch.log(by_hand(centers, obs)) + log_prior, 0)
+    assert torch.allclose(exact_posterior(model, "perm"), expected, atol=1e-10)
+    assert torch.allclose(exact_posterior(model, "perm", prior="uniform"), by_hand(centers, obs))
 
 
 def test_errors():
@@ -113,7 +136,7 @@ def test_errors():
         pyro.sample("y", dist.Normal(p.sum(), 1.0), obs=torch.tensor(3.0))
 
     with pytest.raises(ValueError, match="'s' is latent"):
-        exact_posterior(latent, "P")
+        exact_posterior(latent, "P", prior="uniform")
     with pytest.raises(ValueError, match="not a sample site|not reached"):
         exact_posterior(latent, "Q")
     with pytest.raises(ValueError, match="prior must be"):
@@ -124,7 +147,7 @@ def test_errors():
         pyro.sample("y", dist.Normal(p.sum() * math.nan, 1.0), obs=torch.tensor(0.0))
 
     with pyro.validation_enabled(False), pytest.raises(ValueError, match="NaN"):
-        exact_posterior(nan_model, "P")
+        exact_posterior(nan_model, "P", prior="uniform")
 
 
 def test_eight_items_is_vectorised():
@@ -137,7 +160,7 @@ def test_eight_items_is_vectorised():
         p = pyro.sample("P", FlatBirkhoff(8))
         pyro.sample("y", dist.Normal(p @ centers, 0.05).to_event(2), obs=obs)
 
-    probs = exact_posterior(model, "P")
+    probs = exact_posterior(model, "P", prior="uniform")
     assert probs.shape == (math.factorial(8),)
     assert torch.equal(all_permutations(8)[probs.argmax()], truth)
     assert abs(probs.sum().item() - 1) < 1e-9
