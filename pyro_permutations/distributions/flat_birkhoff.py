@@ -5,6 +5,7 @@ from pyro.distributions import ImproperUniform
 from pyro.distributions.util import broadcast_shape
 
 from pyro_permutations.constraints import birkhoff
+from pyro_permutations.ops._validation import check_size
 
 __all__ = ["FlatBirkhoff"]
 
@@ -23,7 +24,7 @@ class FlatBirkhoff(ImproperUniform):
     Shapes: ``event_shape = (n, n)``; ``log_prob`` returns zeros of the broadcast of the value's
     batch shape with ``batch_shape``.
 
-    :param int n: matrix size ``N >= 1``.
+    :param int n: matrix size ``N >= 1`` (a Python or NumPy integer).
     :param tuple batch_shape: batch shape, default ``()``.
     :param bool validate_args: as for any distribution.
 
@@ -40,8 +41,7 @@ class FlatBirkhoff(ImproperUniform):
     """
 
     def __init__(self, n, batch_shape=(), validate_args=None):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int (the matrix size N), got {n!r}")
+        n = check_size(n, "n", "the matrix size N")
         self.n = n
         super().__init__(birkhoff, torch.Size(batch_shape), torch.Size((n, n)))
         if validate_args is not None:

@@ -7,13 +7,13 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
+from pyro_permutations.ops._validation import check_size
+
 __all__ = ["RoundingPrior"]
 
 
 def _check_n(n):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive int (the matrix size N), got {n!r}")
-    return n
+    return check_size(n, "n", "the matrix size N")
 
 
 class RoundingPrior(TorchDistribution):
@@ -36,12 +36,12 @@ class RoundingPrior(TorchDistribution):
     Shapes: ``event_shape = (n, n)``, ``batch_shape = eta.shape``.
     Moments per entry: ``mean = 1/2``, ``variance = eta^2 + 1/4``.
 
-    :param int n: matrix size ``N >= 1``.
+    :param int n: matrix size ``N >= 1`` (a Python or NumPy integer).
     :param eta: component standard deviation ``eta > 0``, a float or a tensor (its shape is the
         batch shape).
     :param bool validate_args: as for any distribution.
-    :raises ValueError: if ``n`` is not a positive int, or ``eta`` is not positive (always for a
-        float, when validating for a tensor).
+    :raises ValueError: if ``n`` is not a positive integer, or ``eta`` is not positive (always
+        for a float, when validating for a tensor).
 
     Example::
 

@@ -1,11 +1,11 @@
 """The uniform distribution over the ``n!`` permutations of ``n`` items."""
 
 import math
-import numbers
 
 import torch
 
 from pyro_permutations.distributions._discrete_permutation import DiscretePermutationDistribution
+from pyro_permutations.ops._validation import check_size
 
 __all__ = ["UniformPermutation"]
 
@@ -27,7 +27,7 @@ class UniformPermutation(DiscretePermutationDistribution):
     (``torch.get_default_dtype()``) on the value's device; Pyro's enumeration needs every site's
     ``log_prob`` in one dtype, so in a float64 model set the default dtype to float64.
 
-    :param int n: number of items, ``n >= 1``.
+    :param int n: number of items, ``n >= 1`` (a Python or NumPy integer).
     :param batch_shape: batch shape (default ``()``).
 
     Example::
@@ -46,9 +46,8 @@ class UniformPermutation(DiscretePermutationDistribution):
     has_rsample = False
 
     def __init__(self, n, batch_shape=(), validate_args=None):
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"n must be a positive int (the number of items), got {n!r}")
-        super().__init__(batch_shape, int(n), validate_args=validate_args)
+        n = check_size(n, "n", "the number of items")
+        super().__init__(batch_shape, n, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(UniformPermutation, _instance)

@@ -4,6 +4,8 @@ Every check raises :class:`ValueError` (or :class:`TypeError` for a non-tensor) 
 names the argument, says what is wrong and what to do instead.
 """
 
+import numbers
+
 import torch
 
 #: Largest ``n`` for which all ``n!`` permutations are enumerated (``10! = 3,628,800`` rows).
@@ -33,6 +35,16 @@ def check_square(x, name):
             f"{name} must have shape (..., N, N) with N >= 1 (a batch of square matrices), "
             f"got shape {tuple(x.shape)}"
         )
+
+
+def check_size(n, name, meaning):
+    """``n`` is a positive integer (a Python or NumPy integer, not a bool); returns ``int(n)``.
+
+    ``meaning`` says what it counts, for the message (e.g. ``"the matrix size N"``).
+    """
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name} must be a positive int ({meaning}), got {n!r}")
+    return int(n)
 
 
 def check_no_nan(x, name):
