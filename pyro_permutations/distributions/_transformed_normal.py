@@ -1,5 +1,12 @@
 """Shared accessors of the Birkhoff relaxations built as a Normal pushed through a transform."""
 
+import torch
+
+
+def shape_of(x):
+    """The shape of a tensor argument, ``()`` for a number."""
+    return x.shape if isinstance(x, torch.Tensor) else torch.Size()
+
 
 class TransformedNormalMixin:
     """For ``TransformedDistribution(Normal(loc, scale).to_event(2), [transform])`` subclasses:

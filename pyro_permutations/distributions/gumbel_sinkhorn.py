@@ -9,7 +9,7 @@ from torch.distributions.kl import register_kl
 
 from pyro_permutations.constraints import birkhoff, column_stochastic
 from pyro_permutations.ops import log_sinkhorn, matching, perm_to_matrix, sample_gumbel
-from pyro_permutations.ops._validation import check_scores
+from pyro_permutations.ops._validation import broadcast_shapes, check_scores
 
 __all__ = [
     "GumbelSinkhorn",
@@ -122,7 +122,11 @@ class GumbelSinkhorn(TorchDistribution):
             temperature = torch.tensor(temperature, dtype=log_alpha.dtype, device=log_alpha.device)
         if validate_args is not False and (temperature <= 0).any():
             raise ValueError(f"temperature must be positive, got {temperature}")
-        batch_shape = torch.broadcast_shapes(log_alpha.shape[:-2], temperature.shape)
+        batch_shape = broadcast_shapes(
+            "batch shapes",
+            ("log_alpha", log_alpha.shape[:-2]),
+            ("temperature", temperature.shape),
+        )
         event_shape = log_alpha.shape[-2:]
         self.log_alpha = log_alpha.expand(batch_shape + event_shape)
         self.temperature = temperature.to(log_alpha.dtype).expand(batch_shape)

@@ -8,8 +8,8 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
-from pyro_permutations.ops._validation import check_floating, check_square
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
+from pyro_permutations.ops._validation import broadcast_shapes, check_floating, check_square
 from pyro_permutations.ops.matching import matching
 from pyro_permutations.ops.permutations import perm_to_matrix
 from pyro_permutations.transforms.rounding import RoundingBirkhoffTransform
@@ -57,8 +57,9 @@ class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     :param scale: standard deviations ``V > 0``, a tensor broadcastable with ``loc`` or a float.
     :param float temperature: ``tau`` in ``(0, 1)``.
     :param bool validate_args: as for any distribution.
-    :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not a batch of square
-        matrices, or (when validating) ``scale`` is not positive.
+    :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not a floating batch
+        of square matrices, the shapes of ``loc`` and ``scale`` do not broadcast, or (when
+        validating) ``scale`` is not positive.
 
     Example::
 
@@ -89,6 +90,7 @@ class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature, validate_args=None):
         transform = RoundingBirkhoffTransform(temperature)
         check_floating(loc, "loc")
+        broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
         loc, scale = broadcast_all(loc, scale)
         check_square(loc, "loc")
         base_dist = Normal(loc, scale, validate_args=validate_args).to_event(2)

@@ -8,8 +8,8 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
-from pyro_permutations.ops._validation import check_floating
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
+from pyro_permutations.ops._validation import broadcast_shapes, check_floating
 from pyro_permutations.transforms.rounding_simplex import RoundingSimplexTransform, round_to_vertex
 
 __all__ = ["RoundingSimplex"]
@@ -52,8 +52,8 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
     :param float temperature: ``tau`` in ``(0, 1)``.
     :param bool validate_args: as for any distribution.
     :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not a floating
-        tensor of shape ``(..., N)`` with ``N >= 1``, or (when validating) ``scale`` is not
-        positive.
+        tensor of shape ``(..., N)`` with ``N >= 1``, the shapes of ``loc`` and ``scale`` do not
+        broadcast, or (when validating) ``scale`` is not positive.
 
     Shapes: ``batch_shape`` is the broadcast shape of ``loc`` and ``scale`` without its last
     dimension; ``event_shape`` is ``(N,)``.
@@ -86,6 +86,7 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature, validate_args=None):
         transform = RoundingSimplexTransform(temperature)
         check_floating(loc, "loc")
+        broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
         loc, scale = broadcast_all(loc, scale)
         if loc.dim() < 1 or loc.shape[-1] < 1:
             raise ValueError(

@@ -4,9 +4,11 @@ import torch
 from pyro.distributions import Normal, TransformedDistribution
 from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
+from torch.distributions.utils import broadcast_all
 
 from pyro_permutations.constraints import birkhoff
-from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
+from pyro_permutations.ops._validation import broadcast_shapes, check_floating
 from pyro_permutations.transforms.stick_breaking import StickBreakingBirkhoffTransform
 
 __all__ = ["StickBreakingBirkhoff"]
@@ -35,12 +37,13 @@ class StickBreakingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     uses the exact ``Psi``; any other ``X`` is inverted, which near a face of the polytope
     (``|Psi / tau|`` beyond about 15 in float64) loses digits of ``Psi``.
 
-    :param torch.Tensor loc: ``mu``, shape ``(..., N-1, N-1)``.
-    :param torch.Tensor scale: ``nu > 0``, shape broadcastable with ``loc``.
+    :param torch.Tensor loc: ``mu``, floating, shape ``(..., N-1, N-1)``.
+    :param scale: ``nu > 0``, a tensor broadcastable with ``loc`` or a float.
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param bool validate_args: as for any torch distribution.
-    :raises ValueError: if ``temperature`` is not positive (always checked), or ``scale`` is
-        not positive (when validating).
+    :raises ValueError: if ``temperature`` is not positive (always checked), ``loc`` is not a
+        floating tensor, the shapes of ``loc``, ``scale`` and ``temperature`` do not broadcast,
+        or (when validating) ``scale`` is not positive.
 
     Shapes: ``batch_shape`` is the broadcast of ``loc.shape[:-2]``, ``scale.shape[:-2]`` and
     the temperature's shape; ``event_shape`` is ``(N, N)``; ``rsample(sample_shape)`` has shape
@@ -75,12 +78,18 @@ class StickBreakingBirkhoff(TransformedNormalMixin, TransformedDistribution):
 
     def __init__(self, loc, scale, temperature=1.0, validate_args=None):
         transform = StickBreakingBirkhoffTransform(temperature, cache_size=1)
-        loc, scale = torch.broadcast_tensors(torch.as_tensor(loc), torch.as_tensor(scale))
+        check_floating(loc, "loc")
+        broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
+        loc, scale = broadcast_all(loc, scale)
         if loc.dim() < 2 or loc.shape[-1] != loc.shape[-2]:
             raise ValueError(
                 f"loc and scale must broadcast to shape (..., N-1, N-1), got {tuple(loc.shape)}"
             )
-        batch_shape, _ = self.infer_shapes(loc.shape, scale.shape, _shape(temperature))
+        batch_shape = broadcast_shapes(
+            "batch shapes",
+            ("loc and scale", loc.shape[:-2]),
+            ("temperature", shape_of(temperature)),
+        )
         base = Normal(loc, scale, validate_args=validate_args)
         base = base.expand(batch_shape + loc.shape[-2:]).to_event(2)
         super().__init__(base, transform, validate_args=validate_args)
@@ -107,7 +116,3 @@ class StickBreakingBirkhoff(TransformedNormalMixin, TransformedDistribution):
         )
         new._validate_args = self._validate_args
         return new
-
-
-def _shape(temperature):
-    return temperature.shape if isinstance(temperature, torch.Tensor) else ()

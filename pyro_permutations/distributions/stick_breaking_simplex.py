@@ -6,8 +6,8 @@ from pyro.distributions.util import broadcast_shape
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin
-from pyro_permutations.ops._validation import check_floating
+from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
+from pyro_permutations.ops._validation import broadcast_shapes, check_floating
 from pyro_permutations.transforms.stick_breaking_simplex import StickBreakingSimplexTransform
 
 __all__ = ["StickBreakingSimplex"]
@@ -47,8 +47,8 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param bool validate_args: as for any torch distribution.
     :raises ValueError: if ``temperature`` is not positive (always checked), ``loc`` is not a
-        floating tensor with at least one dimension, or (when validating) ``scale`` is not
-        positive.
+        floating tensor with at least one dimension, the shapes of ``loc``, ``scale`` and
+        ``temperature`` do not broadcast, or (when validating) ``scale`` is not positive.
 
     Shapes: ``batch_shape`` is the broadcast of ``loc.shape[:-1]``, ``scale.shape[:-1]`` and the
     temperature's shape; ``event_shape`` is ``(N,)``; ``rsample(sample_shape)`` has shape
@@ -83,12 +83,17 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature=1.0, validate_args=None):
         transform = StickBreakingSimplexTransform(temperature, cache_size=1)
         check_floating(loc, "loc")
+        broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
         loc, scale = broadcast_all(loc, scale)
         if loc.dim() < 1:
             raise ValueError(
                 f"loc and scale must broadcast to shape (..., N-1), got {tuple(loc.shape)}"
             )
-        batch_shape, _ = self.infer_shapes(loc.shape, scale.shape, _shape(temperature))
+        batch_shape = broadcast_shapes(
+            "batch shapes",
+            ("loc and scale", loc.shape[:-1]),
+            ("temperature", shape_of(temperature)),
+        )
         base = Normal(loc, scale, validate_args=validate_args)
         base = base.expand(batch_shape + loc.shape[-1:]).to_event(1)
         super().__init__(base, transform, validate_args=validate_args)
@@ -130,7 +135,3 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
         log_left = torch.cumsum(log_rest, -1)
         log_before = torch.nn.functional.pad(log_left[..., :-1], (1, 0))
         return torch.cat([log_rho + log_before, log_left[..., -1:]], -1).exp()
-
-
-def _shape(temperature):
-    return temperature.shape if isinstance(temperature, torch.Tensor) else ()

@@ -47,6 +47,20 @@ def check_size(n, name, meaning):
     return int(n)
 
 
+def broadcast_shapes(what, *named):
+    """``torch.broadcast_shapes`` of the shapes in ``named``, ``(name, shape)`` pairs, or a
+    ``ValueError`` naming every argument with its shape; ``what`` says which shapes they are
+    (e.g. ``"batch shapes"``)."""
+    try:
+        return torch.broadcast_shapes(*(torch.Size(shape) for _, shape in named))
+    except RuntimeError as e:
+        listed = " and ".join(f"{name} {tuple(shape)}" for name, shape in named)
+        raise ValueError(
+            f"{what} of {listed} do not broadcast; make them equal or 1 in each dimension "
+            f"(aligned from the right)"
+        ) from e
+
+
 def check_no_nan(x, name):
     """``x`` holds no NaN."""
     if torch.isnan(x).any():

@@ -1,10 +1,67 @@
 """Argument checks shared by the distributions: what they accept, what they refuse and how they
 say it, and their ``repr``."""
 
+import re
+
 import numpy as np
 import pytest
+import torch
 
-from pyro_permutations.distributions import FlatBirkhoff, RoundingPrior, UniformPermutation
+from pyro_permutations.distributions import (
+    FlatBirkhoff,
+    GumbelSinkhorn,
+    RoundingBirkhoff,
+    RoundingPrior,
+    RoundingSimplex,
+    StickBreakingBirkhoff,
+    StickBreakingSimplex,
+    UniformPermutation,
+)
+
+LOC_SCALE_FAMILIES = {
+    "StickBreakingBirkhoff": (StickBreakingBirkhoff, (3, 3)),
+    "RoundingBirkhoff": (RoundingBirkhoff, (3, 3)),
+    "StickBreakingSimplex": (StickBreakingSimplex, (3,)),
+    "RoundingSimplex": (RoundingSimplex, (3,)),
+}
+FAMILIES = list(LOC_SCALE_FAMILIES.values())
+IDS = list(LOC_SCALE_FAMILIES)
+
+
+@pytest.mark.parametrize("family, event", FAMILIES, ids=IDS)
+def test_integer_loc_is_refused(family, event):
+    with pytest.raises(ValueError, match="loc must have a floating-point dtype"):
+        family(torch.zeros(event, dtype=torch.long), 1.0, 0.5)
+
+
+@pytest.mark.parametrize("family, event", FAMILIES, ids=IDS)
+def test_loc_and_scale_that_do_not_broadcast_are_named(family, event):
+    loc, scale = torch.zeros((2,) + event), torch.ones((4,) + event)
+    message = f"loc {tuple(loc.shape)} and scale {tuple(scale.shape)} do not broadcast"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        family(loc, scale, 0.5)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: GumbelSinkhorn(torch.randn(2, 4, 4), torch.ones(3)),
+            "batch shapes of log_alpha (2,) and temperature (3,) do not broadcast",
+        ),
+        (
+            lambda: StickBreakingBirkhoff(torch.zeros(2, 3, 3), 1.0, 0.5 * torch.ones(4)),
+            "batch shapes of loc and scale (2,) and temperature (4,) do not broadcast",
+        ),
+        (
+            lambda: StickBreakingSimplex(torch.zeros(2, 3), 1.0, 0.5 * torch.ones(4)),
+            "batch shapes of loc and scale (2,) and temperature (4,) do not broadcast",
+        ),
+    ],
+)
+def test_temperature_that_does_not_broadcast_is_named(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
 
 
 @pytest.mark.parametrize("n", [np.int64(3), np.int32(3), 3])
