@@ -10,7 +10,8 @@ def shape_of(x):
 
 class TransformedNormalMixin:
     """For ``TransformedDistribution(Normal(loc, scale).to_event(2), [transform])`` subclasses:
-    the base Normal's ``loc`` and ``scale`` and the transform's ``temperature``."""
+    the base Normal's ``loc`` and ``scale`` and the transform's ``temperature``, and a ``repr``
+    that shows them (torch's lists only parameters stored as attributes)."""
 
     @property
     def loc(self):
@@ -23,3 +24,13 @@ class TransformedNormalMixin:
     @property
     def temperature(self):
         return self.transforms[0].temperature
+
+    def __repr__(self):
+        # As torch's Distribution.__repr__: a one-element value in full, else its size.
+        parts = []
+        for name in ("loc", "scale", "temperature"):
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                value = value.item() if value.numel() == 1 else value.size()
+            parts.append(f"{name}: {value}")
+        return f"{type(self).__name__}({', '.join(parts)})"

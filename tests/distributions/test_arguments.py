@@ -64,6 +64,16 @@ def test_temperature_that_does_not_broadcast_is_named(make, message):
         make()
 
 
+@pytest.mark.parametrize("family, event", FAMILIES, ids=IDS)
+def test_repr_shows_the_parameters(family, event):
+    d = family(torch.zeros((2,) + event), 0.5, 0.25)
+    name = type(d).__name__
+    shape = torch.Size((2,) + event)
+    assert repr(d) == f"{name}(loc: {shape}, scale: {shape}, temperature: 0.25)"
+    one = family(torch.zeros((1,) * len(event)), 0.5, torch.tensor(0.25))
+    assert repr(one) == f"{name}(loc: 0.0, scale: 0.5, temperature: 0.25)"
+
+
 @pytest.mark.parametrize("n", [np.int64(3), np.int32(3), 3])
 def test_numpy_integers_are_sizes(n):
     assert RoundingPrior(n, 0.1).event_shape == (3, 3)
