@@ -1,6 +1,8 @@
 """The relaxations inside Pyro: SVI with each family as the guide recovers a clear matching;
 autoguides and NUTS run on a Birkhoff-valued latent through the registered transforms."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -15,6 +17,7 @@ from pyro.infer.autoguide.initialization import (
 )
 from pyro.optim import Adam
 from torch.distributions import biject_to, transform_to
+from torch.distributions.constraints import positive
 
 from pyro_permutations.constraints import birkhoff
 from pyro_permutations.distributions import (
@@ -84,6 +87,44 @@ def test_stick_breaking_guide_recovers_matching(data):
     fit(model, guide, 400)
     mode = StickBreakingBirkhoffTransform(0.5)(pyro.param("loc").detach())
     assert torch.equal(matching(mode), sigma)
+
+
+def test_flat_prior_needs_a_guide_with_a_density_on_the_matrix(data):
+    """With ``FlatBirkhoff``, ``-ELBO >= -log vol - max log p(obs | P) >= N D log(sigma
+    sqrt(2 pi))`` for a guide with a density on ``P`` (the free entries lie in the unit cube, so
+    ``vol <= 1``). A stick-breaking guide (learnable temperature too) respects the bound; a
+    Gumbel-Sinkhorn guide's density is on the scores ``Z``, so its loss is no bound and falls
+    through it as the temperature shrinks; a rounding guide leaves the polytope."""
+    centers, obs, sigma = data
+    bound = N * 2 * math.log(SIGMA * math.sqrt(2 * math.pi))
+
+    def model():
+        matching_model(FlatBirkhoff(N), centers, obs)
+
+    def stick_breaking_guide():
+        loc = pyro.param("loc", torch.zeros(N - 1, N - 1))
+        scale = pyro.param("scale", 0.5 * torch.ones(N - 1, N - 1), constraint=positive)
+        tau = pyro.param("tau", torch.tensor(1.0), constraint=positive)
+        pyro.sample("P", StickBreakingBirkhoff(loc, scale, tau))
+
+    def gumbel_sinkhorn_guide():
+        log_alpha = pyro.param("log_alpha", torch.zeros(N, N))
+        tau = pyro.param("tau", torch.tensor(1.0), constraint=positive)
+        pyro.sample("P", GumbelSinkhorn(log_alpha, tau))
+
+    def rounding_guide():
+        pyro.sample("P", RoundingBirkhoff(sinkhorn(torch.zeros(N, N)), 0.2, 0.5))
+
+    pyro.set_rng_seed(0)
+    fit(model, stick_breaking_guide, 100, lr=0.05)
+    loss = Trace_ELBO(num_particles=100, vectorize_particles=False)
+    assert loss.loss(model, stick_breaking_guide) > bound
+    mode = StickBreakingBirkhoffTransform(pyro.param("tau").item())(pyro.param("loc").detach())
+    assert torch.equal(matching(mode), sigma)
+    fit(model, gumbel_sinkhorn_guide, 100, lr=0.05)
+    assert loss.loss(model, gumbel_sinkhorn_guide) < bound - 10
+    with pytest.raises(ValueError, match="support"):
+        Trace_ELBO().loss(model, rounding_guide)
 
 
 def test_rounding_guide_recovers_matching(data):

@@ -17,9 +17,21 @@ class FlatBirkhoff(ImproperUniform):
 
     ``support`` is :data:`~pyro_permutations.constraints.birkhoff`; with ``validate_args`` a
     value outside it (to the constraint's tolerance) raises :class:`ValueError`. The density is
-    not normalised and cannot be sampled: use it in models whose guide provides the value
-    (e.g. a Gumbel-Sinkhorn or rounding guide in SVI), where it contributes nothing to the ELBO
-    beyond restricting the support.
+    not normalised and cannot be sampled: use it in models whose guide provides the value and
+    has a density on the matrix itself, that is a
+    :class:`~pyro_permutations.distributions.StickBreakingBirkhoff` guide in SVI. Then it adds
+    nothing to the ELBO beyond restricting the support, and the ELBO is a lower bound on
+    ``log`` of the integral of the likelihood over the polytope (finite: the free entries
+    ``X[:N-1, :N-1]``, in which both densities are taken, lie in the unit cube).
+
+    Other guides do not fit it. A
+    :class:`~pyro_permutations.distributions.GumbelSinkhorn` guide's ``log_prob`` is the
+    density of its perturbed scores ``Z`` (``N^2`` numbers), not of the matrix, so the
+    "ELBO" mixes two spaces and bounds nothing (with a learnable temperature the loss falls
+    without limit). A :class:`~pyro_permutations.distributions.RoundingBirkhoff` guide's
+    samples are not doubly stochastic, so they are outside the support (``log_prob`` raises
+    with validation); pair it with
+    :class:`~pyro_permutations.distributions.RoundingPrior` instead.
 
     Shapes: ``event_shape = (n, n)``; ``log_prob`` returns zeros of the broadcast of the value's
     batch shape with ``batch_shape``.
@@ -63,6 +75,7 @@ class FlatBirkhoff(ImproperUniform):
     def sample(self, sample_shape=()):
         raise NotImplementedError(
             "FlatBirkhoff is an improper prior (its density does not integrate) and cannot be "
-            "sampled; use it only in models whose guide provides the value, or sample from a "
-            "proper distribution such as GumbelSinkhorn or RoundingBirkhoff"
+            "sampled; use it only in models whose guide provides the value (a "
+            "StickBreakingBirkhoff guide), or sample a proper distribution on the polytope such "
+            "as StickBreakingBirkhoff"
         )
