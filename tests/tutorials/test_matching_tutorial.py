@@ -136,3 +136,24 @@ def test_grid_search_over_one_method_keeps_the_other_methods_rows(tmp_path, monk
     assert [json.loads(r["hyper"]) for r in second if r["method"] == "rounding"] == [
         h for _, h in grid[:2]
     ]
+
+
+def test_table_takes_the_papers_numbers_by_sigma_not_by_column():
+    from tutorials.matching.run import markdown_table
+
+    # Five sigmas, in another order than the paper's, one it did not run (0.3), one read back
+    # with float rounding: each cell gets the paper's number at its own sigma, or none.
+    sigmas = [0.75, 0.3, 0.5, 0.1 + 1e-12, 0.25]
+    rows = [("mallows-1", s, 0.5, 0.01, 2) for s in sigmas]
+    rows += [("gumbel-sinkhorn", s, 0.4, 0.01, 2) for s in sigmas]
+    table = markdown_table(rows, sigmas)
+    mallows = next(line for line in table.splitlines() if line.startswith("| mallows-1"))
+    cells = [c.strip() for c in mallows.strip("|").split("|")[1:]]
+    assert cells == [
+        "0.50 ± 0.01 [0.71]",
+        "0.50 ± 0.01",
+        "0.50 ± 0.01 [0.61]",
+        "0.50 ± 0.01 [0.51]",
+        "0.50 ± 0.01 [0.53]",
+    ]
+    assert "[" not in table.split("| gumbel-sinkhorn")[1].splitlines()[0]

@@ -1,5 +1,7 @@
 """The published numbers: [BP] Table 1 (mean "BD" over 200 repetitions, N = 6)."""
 
+import math
+
 SIGMAS = (0.1, 0.25, 0.5, 0.75)
 
 #: Row label in [BP] Table 1 -> its four numbers, one per sigma. The row labelled
@@ -13,3 +15,16 @@ TABLE1 = {
     "mallows-5": (0.08, 0.27, 0.54, 0.72),
     "mallows-10": (0.08, 0.27, 0.54, 0.72),
 }
+
+
+def paper_value(method, sigma):
+    """[BP] Table 1's value for ``method`` at noise level ``sigma``, or None if the paper has
+    none. ``sigma`` is matched to SIGMAS up to float rounding (``0.1`` read back as
+    ``0.1000000001`` still finds it), never by its position among the sigmas run."""
+    row = TABLE1.get(method)
+    if row is None:
+        return None
+    for s, value in zip(SIGMAS, row):
+        if math.isclose(sigma, s, rel_tol=1e-6, abs_tol=1e-12):
+            return value
+    return None

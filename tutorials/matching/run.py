@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tutorials.matching import experiment as E
-from tutorials.matching.paper import TABLE1
+from tutorials.matching.paper import paper_value
 from tutorials.matching.store import ResultsStore
 
 RESULTS_FILE = "repetitions.json"
@@ -116,16 +116,18 @@ def markdown_table(rows, sigmas):
         "|---|" + "---|" * len(sigmas),
     ]
     for m in methods:
-        paper = TABLE1.get(m)  # keyed by our method names (the paper's 0.5 row is mallows-1)
         cells = []
-        for j, s in enumerate(sigmas):
+        for s in sigmas:
             if (m, s) not in by:
                 cells.append("")
                 continue
             mean, se, _ = by[(m, s)]
             cell = f"{mean:.2f} ± {se:.2f}" if math.isfinite(se) else f"{mean:.2f}"
-            if paper:
-                cell += f" [{paper[j]:.2f}]"
+            # looked up by sigma, not by column: a run of other sigmas, or in another order,
+            # gets the paper's number for each (none for a sigma the paper did not run)
+            paper = paper_value(m, s)  # keyed by our method names (paper's 0.5 row: mallows-1)
+            if paper is not None:
+                cell += f" [{paper:.2f}]"
             cells.append(cell)
         label = m + (" (paper's row 0.5)" if m == "mallows-1" else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
