@@ -157,3 +157,31 @@ def test_table_takes_the_papers_numbers_by_sigma_not_by_column():
         "0.50 ± 0.01 [0.53]",
     ]
     assert "[" not in table.split("| gumbel-sinkhorn")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (["--lr", "0"], "--lr must be positive"),
+        (["--lr=-0.1"], "--lr must be positive"),
+        (["--final-lr", "0"], "--final-lr must be positive"),
+        (["--final-lr=-1e-3"], "--final-lr must be positive"),
+    ],
+)
+def test_bad_learning_rates_are_refused(tmp_path, capsys, monkeypatch, bad, message):
+    def fail(*args, **kwargs):
+        raise AssertionError("fitted despite bad arguments")
+
+    monkeypatch.setattr(E, "fit_relaxation", fail)
+    monkeypatch.setattr(E, "mallows_pmfs", fail)
+    with pytest.raises(SystemExit) as exc:
+        main(TINY + ["--out", str(tmp_path / "run")] + bad)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_zero_final_learning_rate_is_refused_not_read_as_no_decay():
+    problem = E.make_problem(0.1, [0], seed=0, sigma_index=0)
+    hyper = E.DEFAULT_HYPER["rounding"]
+    with pytest.raises(ValueError, match="final_lr must be positive"):
+        E.fit_relaxation(problem, "rounding", hyper, 2, 0.1, 10, 0, final_lr=0.0)

@@ -112,7 +112,7 @@ def parse_args(argv):
         "--final-lr",
         type=float,
         default=0.01,
-        help="learning rate reached by geometric decay at the last step",
+        help="learning rate reached by geometric decay at the last step (--lr's value: no decay)",
     )
     p.add_argument("--samples", type=int, default=1000, help="samples per fitted pmf")
     p.add_argument(
@@ -131,6 +131,9 @@ def parse_args(argv):
             p.error(f"--{name} must be at least 1")
     if any(not 0 < s for s in args.sigmas):
         p.error("--sigmas must be positive")
+    for name in ("lr", "final_lr"):
+        if not getattr(args, name) > 0:  # also refuses nan
+            p.error(f"--{name.replace('_', '-')} must be positive (Adam's learning rate)")
     return args
 
 

@@ -203,6 +203,11 @@ def _relaxation(method, hyper, reps, generator, schedule):
 def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=None, particles=1):
     """Fit one relaxation to every repetition of ``problem`` by SVI; return the pmfs of its
     rounded samples, ``(R, 720)``."""
+    if not lr > 0 or not (final_lr is None or final_lr > 0):
+        raise ValueError(
+            f"lr and final_lr must be positive (final_lr None: no decay), got lr={lr!r}, "
+            f"final_lr={final_lr!r}"
+        )
     reps = problem.centers.shape[0]
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
@@ -216,7 +221,7 @@ def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=No
     schedule = {"tau": tau_start}
     prior, guide, fitted = _relaxation(method, hyper, reps, generator, schedule)
     # Adam at ``lr`` (the paper's 0.1), decayed geometrically to ``final_lr`` by the last step.
-    lrd = (final_lr / lr) ** (1.0 / steps) if final_lr else 1.0
+    lrd = 1.0 if final_lr is None else (final_lr / lr) ** (1.0 / steps)
     optim = ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": 1e6})
     elbo = Trace_ELBO(
         num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
