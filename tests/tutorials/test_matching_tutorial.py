@@ -166,9 +166,13 @@ def test_table_takes_the_papers_numbers_by_sigma_not_by_column():
         (["--lr=-0.1"], "--lr must be positive"),
         (["--final-lr", "0"], "--final-lr must be positive"),
         (["--final-lr=-1e-3"], "--final-lr must be positive"),
+        (["--methods", "rounding", "mallows-1", "rounding"], "--methods lists rounding more"),
+        (["--sigmas", "0.1", "0.25", "0.10"], "--sigmas lists 0.1 more than once"),
     ],
 )
-def test_bad_learning_rates_are_refused(tmp_path, capsys, monkeypatch, bad, message):
+def test_bad_learning_rates_and_repeated_methods_or_sigmas_are_refused(
+    tmp_path, capsys, monkeypatch, bad, message
+):
     def fail(*args, **kwargs):
         raise AssertionError("fitted despite bad arguments")
 

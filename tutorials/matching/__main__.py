@@ -134,6 +134,13 @@ def parse_args(argv):
     for name in ("lr", "final_lr"):
         if not getattr(args, name) > 0:  # also refuses nan
             p.error(f"--{name.replace('_', '-')} must be positive (Adam's learning rate)")
+    # A repeated method or sigma would be fitted twice and counted as one cell of twice the
+    # repetitions (a sigma with two seeds, by its two positions): refuse rather than mix them.
+    for name in ("methods", "sigmas"):
+        values = getattr(args, name)
+        twice = sorted({f"{v:g}" if name == "sigmas" else v for v in values if values.count(v) > 1})
+        if twice:
+            p.error(f"--{name} lists {', '.join(twice)} more than once; give each once")
     return args
 
 
