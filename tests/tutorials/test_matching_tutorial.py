@@ -189,3 +189,49 @@ def test_a_zero_final_learning_rate_is_refused_not_read_as_no_decay():
     hyper = E.DEFAULT_HYPER["rounding"]
     with pytest.raises(ValueError, match="final_lr must be positive"):
         E.fit_relaxation(problem, "rounding", hyper, 2, 0.1, 10, 0, final_lr=0.0)
+
+
+def test_interrupted_grid_search_keeps_finished_configurations_and_resumes(tmp_path, monkeypatch):
+    import tutorials.matching.__main__ as cli
+
+    grid = [
+        ("rounding", {"temperature": 0.5, "prior_eta": 0.3}),
+        ("gumbel-sinkhorn", {"temperature": 1.0, "prior_temperature": 1.0}),
+    ]
+    monkeypatch.setattr(cli, "GRID", grid)
+    tiny = ["--grid-search", "--reps", "2", "--sigmas", "0.1", "0.5", "--steps", "3"]
+    tiny += ["--samples", "10", "--no-progress"]
+    out = tmp_path / "run"
+    real = E.fit_relaxation
+    calls = []
+
+    def crash_on_third(*a, **k):
+        calls.append((a[1], a[0].sigma))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(E, "fit_relaxation", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        main(tiny + ["--out", str(out)])
+    # the two fits of the rounding configuration were stored as they finished
+    stored = json.loads((out / "grid_search.json").read_text())["records"]
+    assert [(r["method"], r["hyper"], r["sigma"]) for r in stored] == [
+        ("rounding", grid[0][1], 0.1),
+        ("rounding", grid[0][1], 0.5),
+    ]
+    calls.clear()
+    main(tiny + ["--out", str(out)])
+    assert calls == [("gumbel-sinkhorn", 0.1), ("gumbel-sinkhorn", 0.5)]  # only what was left
+    # the resumed search writes what an uninterrupted one writes
+    monkeypatch.setattr(E, "fit_relaxation", real)
+    main(tiny + ["--out", str(tmp_path / "fresh")])
+    assert (out / "grid_search.csv").read_text() == (
+        tmp_path / "fresh" / "grid_search.csv"
+    ).read_text()
+    # other settings are refused, not mixed in; --fresh starts over
+    with pytest.raises(SystemExit, match="other settings .*steps"):
+        main(tiny + ["--out", str(out), "--steps", "4"])
+    main(tiny + ["--out", str(out), "--steps", "4", "--fresh"])
+    stored = json.loads((out / "grid_search.json").read_text())
+    assert stored["config"]["steps"] == 4 and len(stored["records"]) == 4

@@ -4,7 +4,8 @@
     python -m tutorials.matching --reps 200 --out tutorials/matching/results   # the paper's
     python -m tutorials.matching --grid-search     # the hyper-parameter search behind the defaults
 
-Rerunning a command resumes it: finished repetitions are read back from ``repetitions.json``.
+Rerunning a command resumes it: finished repetitions are read back from ``repetitions.json``
+(the grid search's finished configurations from ``grid_search.json``).
 """
 
 import argparse
@@ -21,7 +22,7 @@ from tutorials.matching import experiment as E
 from tutorials.matching.figures import save_figures
 from tutorials.matching.paper import SIGMAS
 from tutorials.matching.run import markdown_table, run, summarize, write_summary
-from tutorials.matching.store import ResultsFileError
+from tutorials.matching.store import GridSearchStore, ResultsFileError
 
 
 #: The configurations searched for each relaxation, on repetitions disjoint from the evaluation
@@ -95,6 +96,7 @@ def _grid():
 
 GRID = _grid()
 GRID_SEED_OFFSET = 1000
+GRID_RESULTS_FILE = "grid_search.json"
 
 
 def parse_args(argv):
@@ -145,28 +147,53 @@ def parse_args(argv):
 
 
 def grid_search(args, out):
-    """Mean distance of every configuration in GRID at every sigma: ``grid_search.csv``."""
-    rows = []
-    problems = {}
-    for i, sigma in enumerate(args.sigmas):
-        reps = list(range(GRID_SEED_OFFSET, GRID_SEED_OFFSET + args.reps))
-        problem = E.make_problem(sigma, reps, args.seed, i)
-        problems[sigma] = (problem, E.exact_posteriors(problem))
+    """Mean distance of every configuration in GRID at every sigma: ``grid_search.csv``.
+
+    Each mean is stored in ``grid_search.json`` as soon as it is found (atomically, as the
+    main run stores its repetitions), so an interrupted search loses at most the fit in flight:
+    the same command again goes on where it stopped. A file from a search with other settings
+    is refused (``--fresh`` discards it)."""
+    config = {
+        "n": E.N,
+        "reps": args.reps,
+        "sigmas": args.sigmas,
+        "steps": args.steps,
+        "lr": args.lr,
+        "final_lr": args.final_lr,
+        "samples": args.samples,
+        "seed": args.seed,
+        "seed_offset": GRID_SEED_OFFSET,
+    }
+    store = GridSearchStore(out / GRID_RESULTS_FILE, config, fresh=args.fresh)
     grid = [(m, h) for m, h in GRID if m in args.methods]
-    for method, hyper in tqdm(grid, desc="grid", disable=args.no_progress):
-        means = []
-        for problem, truth in problems.values():
-            pmfs = E.fit_relaxation(
-                problem,
-                method,
-                hyper,
-                args.steps,
-                args.lr,
-                args.samples,
-                args.seed,
-                final_lr=args.final_lr,
-            )
-            means.append(E.distances(truth, pmfs).mean().item())
+    todo = [
+        (method, hyper, i, sigma)
+        for method, hyper in grid
+        for i, sigma in enumerate(args.sigmas)
+        if store.mean(method, hyper, sigma) is None
+    ]
+    problems = {}
+    for method, hyper, i, sigma in tqdm(todo, desc="grid", unit="fit", disable=args.no_progress):
+        if sigma not in problems:  # the same repetitions for every configuration
+            reps = list(range(GRID_SEED_OFFSET, GRID_SEED_OFFSET + args.reps))
+            problem = E.make_problem(sigma, reps, args.seed, i)
+            problems[sigma] = (problem, E.exact_posteriors(problem))
+        problem, truth = problems[sigma]
+        pmfs = E.fit_relaxation(
+            problem,
+            method,
+            hyper,
+            args.steps,
+            args.lr,
+            args.samples,
+            args.seed,
+            final_lr=args.final_lr,
+        )
+        mean = E.distances(truth, pmfs).mean().item()
+        store.add([{"method": method, "hyper": hyper, "sigma": sigma, "distance": mean}])
+    rows = []
+    for method, hyper in grid:
+        means = [store.mean(method, hyper, sigma) for sigma in args.sigmas]
         rows.append((method, json.dumps(hyper), *means, sum(means) / len(means)))
     path = out / "grid_search.csv"
     header = ["method", "hyper"] + [f"sigma={s:g}" for s in args.sigmas] + ["average"]
@@ -195,7 +222,10 @@ def main(argv=None):
     out = Path(args.out or f"runs/matching-r{args.reps}")
     out.mkdir(parents=True, exist_ok=True)
     if args.grid_search:
-        grid_search(args, out)
+        try:
+            grid_search(args, out)
+        except ResultsFileError as e:
+            sys.exit(f"error: {e}")
         return
     config = {
         "n": E.N,

@@ -7,7 +7,6 @@ parse, is refused with an error saying what to do, never mixed in silently.
 """
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -16,6 +15,11 @@ FORMAT = 1
 
 class ResultsFileError(ValueError):
     """The results file is corrupt or belongs to a run with other settings."""
+
+
+def _is_distance(d):
+    """A Hellinger distance: a number in [0, 1] (not nan)."""
+    return isinstance(d, (int, float)) and not isinstance(d, bool) and 0 <= d <= 1
 
 
 class ResultsStore:
@@ -56,20 +60,22 @@ class ResultsStore:
         if not isinstance(records, list):
             raise ResultsFileError(f"{self.path} has no list of records; delete it or --fresh")
         for r in records:
-            ok = (
-                isinstance(r, dict)
-                and r.get("method") in self.config["methods"]
-                and r.get("sigma") in self.config["sigmas"]
-                and isinstance(r.get("rep"), int)
-                and isinstance(r.get("distance"), (int, float))
-                and 0 <= r["distance"] <= 1
-            )
-            if not ok:
+            if not self._valid(r):
                 raise ResultsFileError(
                     f"{self.path} holds a malformed record {r!r}; delete it or pass --fresh"
                 )
         self.records = records
         self.examples = data.get("examples", {})
+
+    def _valid(self, r):
+        """Whether ``r``, read from the file, is a record of this run."""
+        return (
+            isinstance(r, dict)
+            and r.get("method") in self.config["methods"]
+            and r.get("sigma") in self.config["sigmas"]
+            and isinstance(r.get("rep"), int)
+            and _is_distance(r.get("distance"))
+        )
 
     def done(self, method, sigma):
         """Repetitions already finished for ``method`` at ``sigma``."""
@@ -78,7 +84,7 @@ class ResultsStore:
     def add(self, records, examples=None):
         """Append finished records (and example pmfs) and rewrite the file atomically."""
         for r in records:
-            if not (0 <= r["distance"] <= 1) or math.isnan(r["distance"]):
+            if not _is_distance(r["distance"]):
                 raise ValueError(f"refusing to store a distance outside [0, 1]: {r!r}")
         self.records.extend(records)
         self.examples.update(examples or {})
@@ -92,3 +98,34 @@ class ResultsStore:
         }
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, self.path)
+
+
+def hyper_key(hyper):
+    """A configuration's hyper-parameters as one string, whatever the order of their keys."""
+    return json.dumps(hyper, sort_keys=True)
+
+
+class GridSearchStore(ResultsStore):
+    """Results of the hyper-parameter search, in a file handled as :class:`ResultsStore`'s:
+    records ``{"method", "hyper", "sigma", "distance"}``, the mean distance of one configuration
+    at one sigma over the search's repetitions, each stored as soon as it is found.
+
+    The settings (``config``) name no methods and no grid: a search of some methods, or of a
+    grid that has grown, reuses every configuration already stored with the same settings."""
+
+    def _valid(self, r):
+        return (
+            isinstance(r, dict)
+            and isinstance(r.get("method"), str)
+            and isinstance(r.get("hyper"), dict)
+            and r.get("sigma") in self.config["sigmas"]
+            and _is_distance(r.get("distance"))
+        )
+
+    def mean(self, method, hyper, sigma):
+        """The stored mean distance of ``(method, hyper)`` at ``sigma``, or None."""
+        key = hyper_key(hyper)
+        for r in self.records:
+            if r["method"] == method and r["sigma"] == sigma and hyper_key(r["hyper"]) == key:
+                return r["distance"]
+        return None
