@@ -15,6 +15,28 @@ __all__ = ["matching"]
 #: solves, so the threads run in parallel on free cores; below this size (``B = 100, N = 50``
 #: takes about 5 ms) starting them would cost a noticeable share of the time.
 PARALLEL_MIN_ENTRIES = 250_000
+#: Costs are scaled down, by a power of two per matrix, until their finite entries are at most
+#: ``2^MAX_COST_EXPONENT`` (``1.1e301``) in magnitude: a difference of two of them, and the
+#: solver's path lengths (sums of up to ``2 N`` of them), then stay below float64's largest
+#: number (``2^1024``) for any ``N`` below a million.
+MAX_COST_EXPONENT = 1000
+
+
+def _scaled_down(cost):
+    """``cost`` ``(B, N, N)`` with every matrix whose finite entries exceed
+    ``2^MAX_COST_EXPONENT`` in magnitude multiplied by a power of two that brings them below it.
+
+    A positive factor leaves every minimiser unchanged, and a power of two is exact (it only
+    shifts exponents; entries it takes below the normal range are over ``1e300`` times smaller
+    than the largest, far below the rounding of any permutation's total).
+    """
+    limit = 2.0**MAX_COST_EXPONENT
+    if cost.size == 0 or (-limit <= cost.min() and cost.max() <= limit):  # not with NaN or inf
+        return cost
+    finite = np.isfinite(cost)
+    largest = np.abs(cost, out=np.zeros_like(cost), where=finite).max(axis=(-2, -1), keepdims=True)
+    exponent = np.frexp(largest)[1]  # largest < 2^exponent
+    return np.ldexp(cost, np.minimum(0, MAX_COST_EXPONENT - exponent))
 
 
 def _reduced_costs(scores):
@@ -24,9 +46,11 @@ def _reduced_costs(scores):
     Subtracting a constant from a row or a column adds the same amount to every permutation's
     total, so the minimisers are unchanged; starting from the zeros this creates, the
     shortest-augmenting-path solver finds its paths sooner (about 1.4x less CPU time for
-    ``N = 50`` and ``N = 200``). Forbidden pairs (``-inf`` scores) stay ``+inf``.
+    ``N = 50`` and ``N = 200``). Forbidden pairs (``-inf`` scores) stay ``+inf``. Scores beyond
+    ``+-1e301`` (float64) are first scaled down (:func:`_scaled_down`), since the differences
+    would overflow to ``+inf``, the mark of a forbidden pair.
     """
-    cost = np.negative(scores, dtype=np.float64)
+    cost = _scaled_down(np.negative(scores, dtype=np.float64))
     low = cost.min(axis=-1, keepdims=True)  # NaN propagates; a +inf score gives -inf
     if np.isnan(low).any() or np.isneginf(low).any():
         return None
@@ -90,7 +114,8 @@ def matching(scores):
     ``-inf`` entries mark forbidden pairs; they are avoided whenever some permutation avoids
     all of them. The result is not differentiable: gradients are not tracked.
 
-    :param torch.Tensor scores: floating tensor of shape ``(..., N, N)``; finite or ``-inf``.
+    :param torch.Tensor scores: floating tensor of shape ``(..., N, N)``; finite (of any
+        magnitude) or ``-inf``.
     :returns: long tensor ``perm`` of shape ``(..., N)`` on ``scores``' device.
     :raises ValueError: on NaN or ``+inf`` entries, non-square input, or when no permutation
         avoids the ``-inf`` entries.

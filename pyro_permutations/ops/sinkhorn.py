@@ -21,7 +21,9 @@ class SinkhornInfo(NamedTuple):
         tolerance, sweeps when ``n_iters`` is given).
     :ivar torch.Tensor error: marginal error of the returned matrix,
         ``max(max_i |sum_j P_ij - 1|, max_j |sum_i P_ij - 1|)``.
-    :ivar torch.Tensor converged: bool, ``error <= tol``.
+    :ivar torch.Tensor converged: bool, ``error <= tol`` for the requested matrix ``S(X)``
+        (False where ``max_iter`` stopped the solver on a scaled-down stage ``S(s X)``, ``s < 1``,
+        whatever its error).
     """
 
     iterations: torch.Tensor
@@ -112,8 +114,12 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     ``n_iters``) back-propagates through every iteration run. At convergence the two agree.
 
     **Input.** Entries of magnitude up to ``1e4`` (unit scores at temperature ``1e-3``) give
-    finite values and gradients in float32 and float64. ``-inf`` entries are forbidden pairs:
-    their probability is exactly zero; some permutation must avoid them all.
+    finite values and gradients in float32 and float64. Larger entries, up to the largest
+    float, are solved too, at one more iteration (a temperature stage) per factor of 4 in their
+    range: about 62 stages at float32's largest, and float64 entries beyond about ``1e290``
+    need more than the default ``max_iter`` (``info.converged`` is False until they get it).
+    ``-inf`` entries are forbidden pairs: their probability is exactly zero; some permutation
+    must avoid them all.
 
     **Tiny entries.** An entry far below machine precision relative to its row and column
     (``P_ij < eps``, e.g. ``exp(-75)`` beside ``1`` in float64) does not affect any marginal in
@@ -161,6 +167,8 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     batch_shape = log_alpha.shape[:-2]
     n = log_alpha.shape[-1]
     y = log_alpha.reshape((-1, n, n))
+    # ``final``: False where max_iter stopped the solver on a scaled-down problem.
+    final = torch.ones(batch_shape, dtype=torch.bool, device=y.device)
     if n_iters is not None:
         log_p = _sweeps(y, n_iters) if n_iters > 0 else y.clone()
         iterations = torch.full(batch_shape, n_iters, dtype=torch.long, device=y.device)
@@ -169,18 +177,17 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
         iterations = torch.zeros(batch_shape, dtype=torch.long, device=y.device)
     elif grad == "implicit":
         with torch.no_grad():
-            solved, iterations, _ = newton_solve(y.detach(), tol, max_iter)
+            solved, iterations, _, final = newton_solve(y.detach(), tol, max_iter)
         log_p = ImplicitSinkhorn.apply(y, solved) if y.requires_grad else solved
-        iterations = iterations.reshape(batch_shape)
     else:
-        log_p, iterations, _ = newton_solve(y, tol, max_iter)
-        iterations = iterations.reshape(batch_shape)
+        log_p, iterations, _, final = newton_solve(y, tol, max_iter)
     log_p = log_p.reshape(log_alpha.shape)
     if not return_info:
         return log_p
     with torch.no_grad():
         error = marginal_error(log_p)
-    return log_p, SinkhornInfo(iterations, error, error <= tol)
+    converged = (error <= tol) & final.reshape(batch_shape)
+    return log_p, SinkhornInfo(iterations.reshape(batch_shape), error, converged)
 
 
 def sinkhorn(log_alpha, **kwargs):

@@ -192,3 +192,22 @@ def test_parallel_path_bad_values(monkeypatch, value, message):
     scores[2, 0, :] = NEG_INF  # an infeasible matrix before it: bad values are reported first
     with pytest.raises(ValueError, match=f"scores contains {message}"):
         matching(scores)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_invariant_to_scaling_up_to_the_largest_float(dtype):
+    """A positive factor keeps every total's order: scores scaled by a power of two (exactly)
+    until they reach the dtype's largest number, with forbidden pairs among them, give the same
+    permutations. (Their row differences overflow float64 to +inf, the mark of a forbidden
+    pair, unless the costs are scaled down first.)"""
+    generator = torch.Generator().manual_seed(5)
+    scores = torch.rand(50, 5, 5, generator=generator, dtype=dtype) * 2 - 1
+    forbidden = torch.rand(50, 5, 5, generator=generator) < 0.3
+    forbidden &= ~perm_to_matrix(torch.rand(50, 5, generator=generator).argsort(-1), torch.bool)
+    scores = scores.masked_fill(forbidden, NEG_INF)
+    huge = scores * 2.0 ** {torch.float32: 127, torch.float64: 1023}[dtype]  # half the largest
+    assert torch.isfinite(huge[scores.isfinite()]).all()
+    assert torch.equal(matching(huge), matching(scores))
+    largest = torch.finfo(dtype).max
+    rows = torch.tensor([[largest, -largest], [largest, -largest]], dtype=dtype)
+    assert sorted(matching(rows).tolist()) == [0, 1]  # a tie: either permutation, no error

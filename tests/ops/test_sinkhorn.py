@@ -280,6 +280,25 @@ def test_large_inputs_finite(op, grad, dtype):
     assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+def test_scores_up_to_the_largest_float(dtype):
+    """At such magnitudes ``S(X)`` is the matching's permutation matrix (every gap dwarfs the
+    unit temperature). Their range overflows the dtype: it must not make the starting scale
+    zero (a uniform matrix, error 0). Float64's span needs about 510 temperature stages: more
+    than the default ``max_iter``, which ``converged`` must report."""
+    largest = torch.finfo(dtype).max
+    cyclic = torch.tensor([[1.0, -1.0, 0.0], [0.0, 1.0, -1.0], [-1.0, 0.0, 1.0]], dtype=dtype)
+    generator = torch.Generator().manual_seed(17)
+    uniform = torch.rand(3, 3, 3, generator=generator, dtype=dtype) * 2 - 1
+    scores = torch.cat([cyclic[None], uniform]) * largest
+    p, info = sinkhorn(scores, max_iter=600, return_info=True)
+    assert info.converged.all() and torch.isfinite(p).all()
+    assert torch.equal(p, perm_to_matrix(matching(scores), dtype=dtype))
+    assert torch.equal(p[0], torch.eye(3, dtype=dtype))
+    _, info = sinkhorn(scores, return_info=True)  # max_iter=500
+    assert info.converged.all() == (dtype == torch.float32)
+
+
 # ----------------------------------------------------------------------------------------------
 # 6. Forbidden pairs (-inf).
 
