@@ -226,6 +226,10 @@ def test_supervised_reference_tiny_run_and_bad_arguments(tmp_path, mnist_dir, ca
         supervised_main(["--steps", "0"] + common)
     with pytest.raises(SystemExit):
         supervised_main(["--grid", "1"] + common)
+    for too_fine in ("15", "28"):  # pieces too small for the piece network, as in the main one
+        with pytest.raises(SystemExit):
+            supervised_main(["--grid", "2", too_fine] + common)
+    assert "--grid must be between 2 and 14" in capsys.readouterr().err
 
 
 def test_evaluate_reports_the_standard_error_of_the_mean_kendall_tau(mnist_dir):

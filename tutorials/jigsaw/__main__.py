@@ -23,7 +23,7 @@ import torch
 
 from tutorials.checkpoint import CheckpointError
 from tutorials.jigsaw.data import MnistError, load_mnist, subset_test_digits
-from tutorials.jigsaw.experiment import FITS, PIECE_NETS
+from tutorials.jigsaw.experiment import FITS, MAX_GRID, PIECE_NETS
 from tutorials.jigsaw.figures import save_figure
 from tutorials.jigsaw.paper import GRIDS
 from tutorials.jigsaw.run import markdown_table, run, write_summary
@@ -92,8 +92,8 @@ def parse_args(argv):
             p.error(f"--{name} must be at least 1")
     if args.test_size is not None and args.test_size < 1:
         p.error("--test-size must be at least 1")
-    if any(not 2 <= g <= 14 for g in args.grid):
-        p.error("--grid must be between 2 and 14")
+    if any(not 2 <= g <= MAX_GRID for g in args.grid):
+        p.error(f"--grid must be between 2 and {MAX_GRID}")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here")
     return args

@@ -55,6 +55,11 @@ REFERENCE = {
 
 FITS = {"resize": resize_to_grid, "crop": crop_to_grid}
 
+#: The largest grid the tutorials accept: 2-pixel pieces of the 28-pixel digits, the least
+#: that the piece networks' 2 x 2 max-pooling needs (from 15 on, a cropped digit has 1-pixel
+#: pieces and the network no features at all).
+MAX_GRID = 14
+
 
 def fit_to_grid(images, grid, fit):
     """Digits ``(B, 1, 28, 28)`` resized or cropped (``fit``) so that ``grid`` divides them."""

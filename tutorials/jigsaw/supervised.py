@@ -104,8 +104,8 @@ def parse_args(argv):
         p.error("--lr must be positive")
     if args.steps < 1 or args.threads < 1:
         p.error("--steps and --threads must be at least 1")
-    if any(g < 2 for g in args.grid):
-        p.error("--grid sizes must be at least 2")
+    if any(not 2 <= g <= E.MAX_GRID for g in args.grid):
+        p.error(f"--grid must be between 2 and {E.MAX_GRID}")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: CUDA is not available here; use --device cpu")
     return args
