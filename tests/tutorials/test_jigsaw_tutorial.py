@@ -216,7 +216,10 @@ def test_supervised_reference_tiny_run_and_bad_arguments(tmp_path, mnist_dir, ca
         assert 0 <= float(r["prop_wrong"]) <= float(r["prop_any_wrong"]) <= 1
         assert -1 <= float(r["kendall_tau"]) <= 1
     assert "2x2: Kendall tau" in capsys.readouterr().out
-    supervised_main(["--grid", "3", "--steps", "2", "--piece-net", "deep", "--lr", "1e-3"] + common)
+    deep = ["--grid", "3", "--steps", "2", "--piece-net", "deep", "--lr", "1e-3"]
+    with pytest.raises(SystemExit, match="supervised-3x3.pt was trained with other settings"):
+        supervised_main(deep + common)
+    supervised_main(deep + ["--fresh"] + common)
     with (out / "supervised.csv").open() as f:
         (row,) = list(csv.DictReader(f))
     assert row["piece_net"] == "deep" and float(row["kendall_tau_se"]) >= 0
@@ -230,6 +233,43 @@ def test_supervised_reference_tiny_run_and_bad_arguments(tmp_path, mnist_dir, ca
         with pytest.raises(SystemExit):
             supervised_main(["--grid", "2", too_fine] + common)
     assert "--grid must be between 2 and 14" in capsys.readouterr().err
+
+
+def test_interrupted_supervised_reference_keeps_finished_grids(tmp_path, mnist_dir, monkeypatch):
+    from tutorials.jigsaw import supervised as S
+
+    out = tmp_path / "sup"
+    args = ["--grid", "2", "3", "--steps", "3", "--mnist-dir", str(mnist_dir), "--no-progress"]
+    real = S.train
+    trained = []
+
+    def crash_on_second(config, *a, **k):
+        trained.append(config["grid"])
+        if len(trained) == 2:
+            raise KeyboardInterrupt
+        return real(config, *a, **k)
+
+    monkeypatch.setattr(S, "train", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        S.main(args + ["--out", str(out)])
+    # the finished grid survives: its model and its row
+    assert (out / "supervised-2x2.pt").exists()
+    with (out / "supervised.csv").open() as f:
+        assert [r["grid"] for r in csv.DictReader(f)] == ["2x2"]
+    trained.clear()
+    S.main(args + ["--out", str(out)])
+    assert trained == [3]  # 2x2 is loaded, not trained again
+    monkeypatch.setattr(S, "train", real)
+    S.main(args + ["--out", str(tmp_path / "fresh")])
+
+    def metrics(folder):
+        with (folder / "supervised.csv").open() as f:
+            return [{k: v for k, v in r.items() if k != "train_seconds"} for r in csv.DictReader(f)]
+
+    assert metrics(out) == metrics(tmp_path / "fresh")
+    with pytest.raises(SystemExit, match="other settings .*lr"):
+        S.main(args + ["--out", str(out), "--lr", "1e-3"])
+    S.main(args + ["--out", str(out), "--lr", "1e-3", "--fresh"])
 
 
 def test_evaluate_reports_the_standard_error_of_the_mean_kendall_tau(mnist_dir):

@@ -12,8 +12,8 @@ COLUMNS = ["grid", "kendall_tau", "prop_wrong", "prop_any_wrong", "l1", "l2", "t
 METRICS = COLUMNS[1:-1]
 
 
-def checkpoint_path(out, grid):
-    return Path(out) / f"model-{grid}x{grid}.pt"
+def checkpoint_path(out, grid, prefix="model"):
+    return Path(out) / f"{prefix}-{grid}x{grid}.pt"
 
 
 def model_config(grid, steps, seed, data, fit="resize", piece_net="cnn"):
@@ -32,18 +32,29 @@ def model_config(grid, steps, seed, data, fit="resize", piece_net="cnn"):
     }
 
 
-def load_or_train(config, train_images, out, device="cpu", fresh=False, progress=True, log=print):
-    """The trained model of ``config``: loaded from ``out`` if stored there, else trained and
-    stored (atomically). :returns: ``(model, train_seconds, loaded)``."""
+def load_or_train(
+    config,
+    train_images,
+    out,
+    device="cpu",
+    fresh=False,
+    progress=True,
+    log=print,
+    train=E.train,
+    prefix="model",
+):
+    """The trained model of ``config``: loaded from ``out`` if stored there, else trained by
+    ``train`` (:func:`~tutorials.jigsaw.experiment.train` or one of its signature) and stored
+    (atomically) as ``<prefix>-<g>x<g>.pt``. :returns: ``(model, train_seconds, loaded)``."""
     grid = config["grid"]
-    path = checkpoint_path(out, grid)
+    path = checkpoint_path(out, grid, prefix)
     model = E.make_model(config)
     if path.exists() and not fresh:
         seconds, loss = load_checkpoint(path, config, model)
         model.to(device)
         log(f"{grid}x{grid}: loaded {path} (trained in {seconds:.1f} s, final loss {loss:.2e})")
         return model, seconds, True
-    model, seconds, loss = E.train(config, train_images, device=device, progress=progress)
+    model, seconds, loss = train(config, train_images, device=device, progress=progress)
     save_checkpoint(path, config, model, seconds, loss, device)
     log(f"{grid}x{grid}: trained in {seconds:.1f} s (final loss {loss:.2e}), saved {path}")
     return model, seconds, False

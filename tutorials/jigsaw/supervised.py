@@ -15,7 +15,10 @@ results back.
 whether a stronger g1 than the one described for [GS] would help.
 
 Writes ``supervised.csv`` (columns ``grid,kendall_tau,prop_wrong,prop_any_wrong,
-kendall_tau_se,piece_net,steps,train_seconds``) to ``--out``.
+kendall_tau_se,piece_net,steps,train_seconds``) to ``--out``, rewritten as each grid finishes.
+Trained models are kept there too (``supervised-<g>x<g>.pt``): a rerun with the same settings
+evaluates them again instead of retraining, so an interrupted run loses at most the grid in
+training.
 """
 
 import argparse
@@ -27,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from tutorials.checkpoint import CheckpointError
 from tutorials.jigsaw import experiment as E
 from tutorials.jigsaw.data import MnistError, load_mnist
-from tutorials.jigsaw.run import model_config, write_csv
+from tutorials.jigsaw.run import load_or_train, model_config, write_csv
 
 COLUMNS = [
     "grid",
@@ -98,6 +102,7 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/jigsaw-supervised")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--fresh", action="store_true", help="retrain, overwriting stored models")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.lr is not None and not args.lr > 0:
@@ -121,13 +126,25 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    path = out / "supervised.csv"
     for grid in args.grid:
         config = model_config(grid, args.steps, args.seed, data.source, piece_net=args.piece_net)
         if args.lr is not None:
             config["lr"] = args.lr
-        model, seconds, _ = train(
-            config, data.train_images, device=args.device, progress=not args.no_progress
-        )
+        config["objective"] = "supervised"  # never taken for a model of the main tutorial
+        try:
+            model, seconds, _ = load_or_train(
+                config,
+                data.train_images,
+                out,
+                device=args.device,
+                fresh=args.fresh,
+                progress=not args.no_progress,
+                train=train,
+                prefix="supervised",
+            )
+        except CheckpointError as e:
+            raise SystemExit(f"error: {e}") from None
         metrics = E.evaluate(model, data.test_images, config["fit"], args.seed, device=args.device)
         row = {
             "grid": f"{grid}x{grid}",
@@ -142,7 +159,7 @@ def main(argv=None):
             f"{metrics['prop_wrong']:.3f}, Prop. any wrong {metrics['prop_any_wrong']:.3f} "
             f"({seconds:.1f} s)"
         )
-    path = write_csv(rows, out / "supervised.csv", COLUMNS, COLUMNS[1:5])
+        write_csv(rows, path, COLUMNS, COLUMNS[1:5])  # the grids so far, should the run stop
     print(f"wrote {path}")
 
 
