@@ -108,6 +108,27 @@ def test_a_damaged_file_in_the_folder_is_replaced(tmp_path):
     assert (folder / "t10k-labels-idx1-ubyte").read_bytes() == files["t10k-labels-idx1-ubyte"]
 
 
+def test_a_damaged_gzipped_file_in_the_folder_is_replaced(tmp_path):
+    files = fake_files()
+    tgz = tmp_path / "p.tgz"
+    integrity = make_tarball(tgz, files)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+    # a valid gzip header (10 bytes) over a damaged deflate stream: zlib.error when read
+    damaged = bytearray((folder / "train-images-idx3-ubyte.gz").read_bytes())
+    damaged[10:14] = b"\xff" * 4
+    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(damaged))
+    messages = []
+    data = F.fetch_mnist(
+        folder, tarball=tgz, integrity=integrity, sha256=hashes(files), log=messages.append
+    )
+    assert f"wrote {folder / 'train-images-idx3-ubyte'}" in messages
+    assert (folder / "train-images-idx3-ubyte").read_bytes() == files["train-images-idx3-ubyte"]
+    assert data.train_images.shape == (6, 1, 28, 28)
+
+
 def test_bad_tarballs_are_refused_and_leave_no_file(tmp_path):
     files = fake_files()
     tgz = tmp_path / "p.tgz"

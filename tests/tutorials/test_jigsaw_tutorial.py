@@ -177,6 +177,15 @@ def test_idx_reader_and_its_errors(tmp_path, mnist_dir):
         read_idx(tmp_path / "bad.gz")
     with pytest.raises(SystemExit, match="no t10k-images"):
         main(TINY + ["--mnist-dir", str(mnist_dir), "--out", str(tmp_path / "o")])
+    # A valid gzip header over a damaged deflate stream (zlib.error inside gzip): named too.
+    gz = mnist_dir / "train-images-idx3-ubyte.gz"
+    damaged = bytearray(gzip.compress(gzip.decompress(gz.read_bytes())))  # header: 10 bytes
+    damaged[10:14] = b"\xff" * 4
+    gz.write_bytes(bytes(damaged))
+    with pytest.raises(MnistError, match="train-images-idx3-ubyte.gz could not be read"):
+        read_idx(gz)
+    with pytest.raises(SystemExit, match="idx3-ubyte.gz could not be read .*fetch_mnist"):
+        main(TINY + ["--mnist-dir", str(mnist_dir), "--out", str(tmp_path / "o")])
 
 
 @pytest.mark.parametrize("fit,side", [("resize", 30), ("crop", 27)])

@@ -19,6 +19,7 @@ import functools
 import gzip
 import hashlib
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +62,14 @@ def read_idx(path):
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:  # gzip raises BadGzipFile (an OSError) or EOFError
-        raise MnistError(f"{path} could not be read ({type(e).__name__}: {e})") from e
+    except (OSError, EOFError, zlib.error) as e:
+        # a damaged .gz: gzip raises BadGzipFile (an OSError), EOFError or, for a bad deflate
+        # stream, zlib.error
+        kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+        raise MnistError(
+            f"{path} could not be read ({kind}: {e}); replace it, for instance with "
+            f"`python -m tutorials.jigsaw.fetch_mnist {path.parent}`"
+        ) from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] < 1:
         raise MnistError(f"{path} is not an idx file of unsigned bytes (bad magic number)")
     ndim = raw[3]

@@ -32,6 +32,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 from tutorials.jigsaw.data import MnistError, load_idx_folder
@@ -88,7 +89,7 @@ def _holds(folder, sha256):
         try:
             if not found or _sha256(found[0]) != expected:
                 return False
-        except (OSError, EOFError):  # a damaged .gz
+        except (OSError, EOFError, zlib.error):  # a damaged .gz (as in data.read_idx)
             return False
     return True
 
