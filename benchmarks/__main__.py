@@ -54,21 +54,26 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true", help="tiny sizes (CI smoke run)")
     p.add_argument("--out", default=None, help=f"markdown file (default {DEFAULT_OUT})")
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), help="run only these sections")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
     p.add_argument("--note", default=None, help="a remark to print under the machine facts")
     p.add_argument(
         "--full-tutorial",
         action="store_true",
         help="also run python -m tutorials.matching --reps 200 and record its wall time",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1 (leave it out for torch's default)")
+    return args
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     default_threads = torch.get_num_threads()
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.out:
         out = Path(args.out)
@@ -104,7 +109,7 @@ def main(argv=None):
         f" ({os.cpu_count()} CPUs). A load above about 1 means other processes shared the cores "
         "and the times are inflated by them.",
     ]
-    if args.threads:
+    if args.threads is not None:
         header.append(
             f"- torch threads set to {args.threads} by `--threads` (default here "
             f"{default_threads})."
