@@ -250,11 +250,14 @@ def _line_search(y, p, d, slope):
 def newton_solve(y, tol, max_iter):
     """Solve ``S(y)`` for ``y`` of shape ``(B, N, N)`` to marginal error ``tol``.
 
-    Returns ``(log_p, iterations, error, final)``: ``log_p`` of shape ``(B, N, N)`` with
-    columns normalised exactly and rows to within ``error``; ``iterations`` counts Newton (or
-    fallback) steps, stage changes included; ``final`` is False for an element stopped by
-    ``max_iter`` before its last temperature stage, whose ``log_p`` solves the scaled-down
-    problem ``S(s y)``, ``s < 1``, not ``S(y)`` (however small its ``error``).
+    Returns ``(log_p, iterations, sweeps, newton_steps, error, final)``: ``log_p`` of shape
+    ``(B, N, N)`` with columns normalised exactly and rows to within ``error``; ``iterations``
+    counts every pass of the loop, which is a plain sweep, a Newton step (counted as one even
+    where its line search failed and the plain step was taken instead: its system was solved)
+    or a stage change (a rescaling, no step), and ``sweeps`` and ``newton_steps`` count the
+    first two kinds; ``final`` is False for an element stopped by ``max_iter`` before its last
+    temperature stage, whose ``log_p`` solves the scaled-down problem ``S(s y)``, ``s < 1``,
+    not ``S(y)`` (however small its ``error``).
 
     Each stage multiplies the scale by at most ``KAPPA``, so scores spanning ``R`` take about
     ``log_4(R / START_SPREAD)`` stages: 5 for ``R = 2e4``, 62 at float32's largest, 510 at
@@ -263,6 +266,8 @@ def newton_solve(y, tol, max_iter):
     batch = y.shape[0]
     out = torch.empty_like(y)
     iterations = torch.zeros(batch, dtype=torch.long, device=y.device)
+    sweeps = torch.zeros(batch, dtype=torch.long, device=y.device)
+    newton_steps = torch.zeros(batch, dtype=torch.long, device=y.device)
     errors = torch.empty(batch, dtype=y.dtype, device=y.device)
     reached = torch.zeros(batch, dtype=torch.bool, device=y.device)
 
@@ -273,6 +278,7 @@ def newton_solve(y, tol, max_iter):
     idx = torch.arange(batch, device=y.device)
     newton = torch.zeros(batch, dtype=torch.bool, device=y.device)
     prev_err = torch.full((batch,), torch.inf, dtype=y.dtype, device=y.device)
+    swept, solved = torch.zeros_like(sweeps), torch.zeros_like(newton_steps)  # per live element
     it = 0
     while True:
         p = _exp_flushed(y)
@@ -286,18 +292,23 @@ def newton_solve(y, tol, max_iter):
             finished = idx[done]
             out[finished] = y[done]
             iterations[finished] = it
+            sweeps[finished] = swept[done]
+            newton_steps[finished] = solved[done]
             errors[finished] = err[done]
             reached[finished] = final[done]
             keep = ~done
             if not keep.any():
                 break
-            y, p, r, err, scale, final, idx, newton, prev_err = (
-                t[keep] for t in (y, p, r, err, scale, final, idx, newton, prev_err)
+            y, p, r, err, scale, final, idx, newton, prev_err, swept, solved = (
+                t[keep]
+                for t in (y, p, r, err, scale, final, idx, newton, prev_err, swept, solved)
             )
         # A plain sweep, or a Newton step where sweeps have stalled; elements whose stage is
         # solved move to the next scale instead.
         d = -torch.log(r)
         advance = ~final & (err <= STAGE_TOL)
+        solved += newton & ~advance
+        swept += ~newton & ~advance
         lse = None
         if newton.any():
             d_newton = _newton_direction(p, r)
@@ -317,4 +328,4 @@ def newton_solve(y, tol, max_iter):
         else:
             y = y + (d[:, :, None] - _col_lse(y, p, d)[:, None, :])
         it += 1
-    return out, iterations, errors, reached
+    return out, iterations, sweeps, newton_steps, errors, reached

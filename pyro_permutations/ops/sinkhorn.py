@@ -14,21 +14,51 @@ __all__ = ["SinkhornInfo", "log_sinkhorn", "marginal_error", "sinkhorn"]
 GRAD_MODES = ("implicit", "unrolled")
 
 
-class SinkhornInfo(NamedTuple):
+class _SinkhornInfoFields(NamedTuple):
+    iterations: torch.Tensor
+    error: torch.Tensor
+    converged: torch.Tensor
+
+
+class SinkhornInfo(_SinkhornInfoFields):
     """Diagnostics of a Sinkhorn solve, one entry per batch element (shape ``batch_shape``).
 
-    :ivar torch.Tensor iterations: long, iterations used (Newton steps when stopping on the
-        tolerance, sweeps when ``n_iters`` is given).
+    A named triple, so ``iterations, error, converged = info`` unpacks it; ``sweeps`` and
+    ``newton_steps`` are attributes beside the triple (not fields of it, so that unpacking
+    keeps working).
+
+    :ivar torch.Tensor iterations: long, iterations used: ``n_iters`` when it is given;
+        otherwise ``sweeps + newton_steps`` plus the temperature-stage changes between them
+        (a rescaling each, no step), at most ``max_iter``.
     :ivar torch.Tensor error: marginal error of the returned matrix,
         ``max(max_i |sum_j P_ij - 1|, max_j |sum_i P_ij - 1|)``.
     :ivar torch.Tensor converged: bool, ``error <= tol`` for the requested matrix ``S(X)``
         (False where ``max_iter`` stopped the solver on a scaled-down stage ``S(s X)``, ``s < 1``,
         whatever its error).
+    :ivar torch.Tensor sweeps: long, plain Sinkhorn sweeps (rows, then columns) among the
+        iterations.
+    :ivar torch.Tensor newton_steps: long, Newton steps among the iterations, each one
+        ``(N, N)`` linear solve (a step whose line search fails takes the plain step instead,
+        and counts here); 0 with ``n_iters``.
     """
 
-    iterations: torch.Tensor
-    error: torch.Tensor
-    converged: torch.Tensor
+    sweeps = None  # for a triple built by hand or by ``_make``; log_sinkhorn sets both
+    newton_steps = None
+
+    def __new__(cls, iterations, error, converged, *, sweeps=None, newton_steps=None):
+        info = super().__new__(cls, iterations, error, converged)
+        info.sweeps, info.newton_steps = sweeps, newton_steps
+        return info
+
+    def _replace(self, **changes):
+        sweeps = changes.pop("sweeps", self.sweeps)
+        newton_steps = changes.pop("newton_steps", self.newton_steps)
+        fields = super()._replace(**changes)
+        return type(self)(*fields, sweeps=sweeps, newton_steps=newton_steps)
+
+    def __repr__(self):
+        extra = f", sweeps={self.sweeps!r}, newton_steps={self.newton_steps!r})"
+        return super().__repr__()[:-1] + extra  # the triple's repr, its ")" replaced
 
 
 def marginal_error(log_p):
@@ -132,7 +162,8 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
         any device; any number of leading batch dimensions.
     :param float tol: marginal error at which to stop (ignored for stopping when ``n_iters``
         is given, but still used for ``info.converged``).
-    :param int max_iter: most Newton steps before giving up (``info.converged`` is then False).
+    :param int max_iter: most iterations (plain sweeps, Newton steps and temperature-stage
+        changes together) before giving up (``info.converged`` is then False).
     :param int n_iters: if given, run exactly this many plain sweeps instead.
     :param str grad: ``"implicit"`` or ``"unrolled"``; ``None`` picks as described above.
     :param bool return_info: also return a :class:`SinkhornInfo`.
@@ -167,27 +198,32 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     batch_shape = log_alpha.shape[:-2]
     n = log_alpha.shape[-1]
     y = log_alpha.reshape((-1, n, n))
-    # ``final``: False where max_iter stopped the solver on a scaled-down problem.
-    final = torch.ones(batch_shape, dtype=torch.bool, device=y.device)
+    # Counts per matrix: iterations, sweeps, Newton steps; ``final`` is False where max_iter
+    # stopped the solver on a scaled-down problem.
+    counts = [torch.zeros(y.shape[0], dtype=torch.long, device=y.device) for _ in range(3)]
+    final = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
     if n_iters is not None:
         log_p = _sweeps(y, n_iters) if n_iters > 0 else y.clone()
-        iterations = torch.full(batch_shape, n_iters, dtype=torch.long, device=y.device)
+        counts[0] += n_iters
+        counts[1] += n_iters
     elif y.shape[0] == 0:
         log_p = y.clone()
-        iterations = torch.zeros(batch_shape, dtype=torch.long, device=y.device)
     elif grad == "implicit":
         with torch.no_grad():
-            solved, iterations, _, final = newton_solve(y.detach(), tol, max_iter)
+            solved, *counts, _, final = newton_solve(y.detach(), tol, max_iter)
         log_p = ImplicitSinkhorn.apply(y, solved) if y.requires_grad else solved
     else:
-        log_p, iterations, _, final = newton_solve(y, tol, max_iter)
+        log_p, *counts, _, final = newton_solve(y, tol, max_iter)
     log_p = log_p.reshape(log_alpha.shape)
     if not return_info:
         return log_p
     with torch.no_grad():
         error = marginal_error(log_p)
+    iterations, sweeps, newton_steps = (count.reshape(batch_shape) for count in counts)
     converged = (error <= tol) & final.reshape(batch_shape)
-    return log_p, SinkhornInfo(iterations.reshape(batch_shape), error, converged)
+    return log_p, SinkhornInfo(
+        iterations, error, converged, sweeps=sweeps, newton_steps=newton_steps
+    )
 
 
 def sinkhorn(log_alpha, **kwargs):

@@ -1,6 +1,8 @@
 import doctest
 import importlib
 import itertools
+import math
+import pickle
 
 import pytest
 import torch
@@ -427,6 +429,44 @@ def test_not_converged_is_reported(dtype):
     assert not info.converged.any() and (info.error > TOL[dtype]).all()
     assert (info.iterations <= 1).all()
     torch.testing.assert_close(info.error, marginal_errors(p), rtol=0, atol=0)
+
+
+def plain_sweeps_to_tol(x, tol):
+    """Plain sweeps (rows, then columns) after one column normalisation until the rows are
+    within ``tol``: the count the plain loop needs."""
+    y = x - torch.logsumexp(x, dim=-2, keepdim=True)
+    sweeps = 0
+    while (y.exp().sum(-1) - 1).abs().max() > tol:
+        y = y - torch.logsumexp(y, dim=-1, keepdim=True)
+        y = y - torch.logsumexp(y, dim=-2, keepdim=True)
+        sweeps += 1
+    return sweeps
+
+
+def test_info_splits_iterations_into_sweeps_newton_steps_and_stages():
+    """``iterations = sweeps + newton_steps + stage changes``: at a high temperature only plain
+    sweeps, as many as the plain loop needs; at a low one Newton steps too, and one stage per
+    factor of up to 4 from the starting scale ``32 / range`` to 1. The named triple still
+    unpacks, and the counts survive pickling and ``_replace``."""
+    generator = torch.Generator().manual_seed(18)
+    scores = torch.randn(3, 6, 6, generator=generator, dtype=torch.float64)
+    _, info = log_sinkhorn(scores / 10.0, tol=1e-8, return_info=True)
+    assert (info.newton_steps == 0).all() and torch.equal(info.sweeps, info.iterations)
+    assert info.sweeps.tolist() == [plain_sweeps_to_tol(x / 10.0, 1e-8) for x in scores]
+
+    _, info = log_sinkhorn(scores / 1e-3, tol=1e-8, return_info=True)
+    spread = (scores.amax((-2, -1)) - scores.amin((-2, -1))) / 1e-3
+    stages = torch.ceil(torch.log(spread / 32) / math.log(4)).long()
+    assert (stages >= 3).all() and (info.newton_steps >= 1).all()
+    assert torch.equal(info.iterations, info.sweeps + info.newton_steps + stages)
+
+    iterations, error, converged = info
+    assert len(info) == 3 and iterations is info.iterations and converged.all()
+    again = pickle.loads(pickle.dumps(info))
+    assert torch.equal(again.newton_steps, info.newton_steps)
+    assert torch.equal(info._replace(error=error / 2).sweeps, info.sweeps)
+    _, info = log_sinkhorn(scores, n_iters=7, return_info=True)
+    assert (info.sweeps == 7).all() and (info.newton_steps == 0).all()
 
 
 # ----------------------------------------------------------------------------------------------
