@@ -1,4 +1,6 @@
-"""The operators demo: its table reports what the solver did."""
+"""The operators demo: its table reports what the solver did; bad options are refused."""
+
+import pytest
 
 import tutorials.demo.__main__ as demo
 
@@ -39,3 +41,20 @@ def test_table_counts_sweeps_and_newton_steps(capsys, monkeypatch):
             assert row[column] == f"{count.double().mean().item():.1f}"
         assert (info.sweeps + info.newton_steps <= info.iterations).all()
     assert float(rows[0]["of which Newton steps"]) < float(rows[0]["iterations (mean)"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--n", "0"], "--n must be at least 1"),
+        (["--n", "-3"], "--n must be at least 1"),
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--noise", "nan"], "--noise must be a finite"),
+        (["--noise", "-1"], "--noise must be a finite"),
+    ],
+)
+def test_bad_options_are_usage_errors(argv, message, capsys):
+    """An argparse error (exit status 2, the option named), not a traceback from torch."""
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

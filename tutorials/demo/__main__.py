@@ -8,6 +8,7 @@ at the same temperatures.
 """
 
 import argparse
+import math
 
 import torch
 
@@ -27,6 +28,11 @@ def main(argv=None):
     parser.add_argument("--noise", type=float, default=1.0, help="score noise std (default 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    for name in ("n", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not math.isfinite(args.noise) or args.noise < 0:
+        parser.error(f"--noise must be a finite standard deviation >= 0, got {args.noise}")
 
     torch.manual_seed(args.seed)
     hidden = torch.stack([torch.randperm(args.n) for _ in range(args.batch)])
