@@ -47,11 +47,44 @@ def _probe(model, site, args, kwargs):
     raise ValueError(f"site={site!r} is not a sample site of the model")
 
 
+class _LatentFound(Exception):
+    def __init__(self, name):
+        self.name = name
+
+
+class _LatentCheck(Messenger):
+    """Stops the model at the first sample site other than ``site`` that is not observed,
+    before it is sampled (its prior may be improper, and its value would break the vectorised
+    trace)."""
+
+    def __init__(self, site):
+        self.site = site
+        super().__init__()
+
+    def _pyro_sample(self, msg):
+        if msg["name"] != self.site and not msg["is_observed"] and not site_is_subsample(msg):
+            raise _LatentFound(msg["name"])
+
+
 def _float_like(fn):
     for value in vars(fn).values():
         if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
             return value.dtype, value.device
     return torch.get_default_dtype(), torch.device("cpu")
+
+
+def _first_trace(model, site, value, args, kwargs):
+    """One plain trace of the model with ``site`` at ``value`` (no batch dimension), after
+    checking that every other sample site is observed."""
+    conditioned = poutine.condition(model, data={site: value})
+    try:
+        with _LatentCheck(site):
+            return poutine.trace(conditioned).get_trace(*args, **kwargs)
+    except _LatentFound as found:
+        raise ValueError(
+            f"exact_posterior needs every sample site other than {site!r} observed, but "
+            f"{found.name!r} is latent; condition the model on it (pyro.condition) first"
+        ) from None
 
 
 def _values(perms, kind, dtype):
@@ -138,7 +171,8 @@ def exact_posterior(
     :param bool log: return log-probabilities instead.
     :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``.
     :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), the site is missing,
-        another site is latent, or the site is continuous and ``prior="model"``.
+        another site is latent (checked on one plain trace, before the vectorised ones), or the
+        site is continuous and ``prior="model"``.
 
     Example::
 
@@ -188,11 +222,8 @@ def exact_posterior(
         )
     dtype, device = _float_like(fn)
     perms = all_permutations(n, device=device)
+    trace = _first_trace(model, site, _values(perms[:1], kind, dtype)[0], args, kwargs)
     if max_plate_nesting is None:
-        probe_value = _values(perms[:1], kind, dtype)[0]
-        trace = poutine.trace(poutine.condition(model, data={site: probe_value})).get_trace(
-            *args, **kwargs
-        )
         max_plate_nesting = max(
             [
                 -frame.dim

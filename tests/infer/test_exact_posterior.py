@@ -150,6 +150,29 @@ def test_errors():
         exact_posterior(nan_model, "P", prior="uniform")
 
 
+def test_another_latent_site_is_reported_before_the_vectorised_trace():
+    """A latent site is named even where its value would break the batched trace (a scale
+    drawn before ``P``, which does not broadcast against the batch of values) or cannot be
+    drawn at all (an improper prior after ``P``)."""
+    centers = torch.randn(3, 2, generator=torch.Generator().manual_seed(3))
+
+    def scale_first():
+        s = pyro.sample("s", dist.HalfNormal(1.0))
+        p = pyro.sample("P", FlatBirkhoff(3))
+        pyro.sample("y", dist.Normal(p @ centers, s).to_event(2), obs=centers[[1, 0, 2]])
+
+    with pytest.raises(ValueError, match="'s' is latent"):
+        exact_posterior(scale_first, "P", prior="uniform")
+
+    def improper_after():
+        p = pyro.sample("P", FlatBirkhoff(3))
+        pyro.sample("Q", FlatBirkhoff(2))
+        pyro.sample("y", dist.Normal(p @ centers, 1.0).to_event(2), obs=centers)
+
+    with pytest.raises(ValueError, match="'Q' is latent"):
+        exact_posterior(improper_after, "P", prior="uniform", max_plate_nesting=0)
+
+
 def test_eight_items_is_vectorised():
     torch.manual_seed(2)
     centers = torch.randn(8, 2)
