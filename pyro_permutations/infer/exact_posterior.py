@@ -1,6 +1,7 @@
 """The exact posterior over all ``N!`` permutations of a Pyro model, by vectorised enumeration."""
 
 import math
+import re
 
 import pyro
 import pyro.poutine as poutine
@@ -66,16 +67,29 @@ class _LatentCheck(Messenger):
             raise _LatentFound(msg["name"])
 
 
-def _float_like(fn):
-    for value in vars(fn).values():
+def _value_dtype(fn, site, kind, dtype):
+    """The dtype and device of the values enumerated at a site with distribution ``fn``."""
+    if kind == "perm":
+        if dtype is not None:
+            raise ValueError(
+                f"dtype applies to a site holding matrices, but site {site!r} holds permutations "
+                f"(long tensors of shape (N,)); leave dtype=None"
+            )
+        dtype = torch.long
+    elif dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(
+            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
+        )
+    for value in vars(fn).values():  # the device (and dtype) of the site's parameters
         if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
-            return value.dtype, value.device
-    return torch.get_default_dtype(), torch.device("cpu")
+            return dtype or value.dtype, value.device
+    return dtype or torch.get_default_dtype(), torch.device("cpu")
 
 
 def _first_trace(model, site, value, args, kwargs):
     """One plain trace of the model with ``site`` at ``value`` (no batch dimension), after
-    checking that every other sample site is observed."""
+    checking that every other sample site is observed; a model that fails on ``value``'s dtype
+    gets a hint to pass ``dtype``."""
     conditioned = poutine.condition(model, data={site: value})
     try:
         with _LatentCheck(site):
@@ -85,6 +99,14 @@ def _first_trace(model, site, value, args, kwargs):
             f"exact_posterior needs every sample site other than {site!r} observed, but "
             f"{found.name!r} is latent; condition the model on it (pyro.condition) first"
         ) from None
+    except RuntimeError as e:
+        if value.dtype.is_floating_point and re.search(r"dtype|scalar type", str(e), re.I):
+            raise ValueError(
+                f"the model failed on a permutation matrix of dtype {value.dtype} at site "
+                f"{site!r} ({str(e).splitlines()[0]}); if the model computes in another dtype, "
+                f"pass it as dtype (e.g. dtype=torch.float64)"
+            ) from e
+        raise
 
 
 def _values(perms, kind, dtype):
@@ -132,6 +154,7 @@ def exact_posterior(
     chunk_size=8192,
     prior="model",
     log=False,
+    dtype=None,
     **kwargs,
 ):
     """Exact posterior probabilities of all ``N!`` permutations at one site of a Pyro model.
@@ -169,10 +192,15 @@ def exact_posterior(
         site only); ``"uniform"`` ignores it (a uniform prior over permutations), needed for a
         continuous site, e.g. any relaxation (see above).
     :param bool log: return log-probabilities instead.
+    :param torch.dtype dtype: floating dtype of the permutation matrices a matrix site is given.
+        By default the dtype of the site distribution's floating parameters (that of its own
+        samples, e.g. ``GumbelSinkhorn``'s ``log_alpha``), or ``torch.get_default_dtype()`` for
+        a distribution without any, such as ``FlatBirkhoff``: pass ``dtype=torch.float64`` for
+        a float64 model with such a site. A permutation site gets long tensors (leave ``None``).
     :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``.
     :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), the site is missing,
-        another site is latent (checked on one plain trace, before the vectorised ones), or the
-        site is continuous and ``prior="model"``.
+        another site is latent (checked on one plain trace, before the vectorised ones), the
+        site is continuous and ``prior="model"``, or the model fails on the values' dtype.
 
     Example::
 
@@ -220,7 +248,7 @@ def exact_posterior(
             f"pass prior='uniform' for a uniform prior over permutations, or give the site a "
             f"discrete distribution over permutations (e.g. Mallows) for another prior"
         )
-    dtype, device = _float_like(fn)
+    dtype, device = _value_dtype(fn, site, kind, dtype)
     perms = all_permutations(n, device=device)
     trace = _first_trace(model, site, _values(perms[:1], kind, dtype)[0], args, kwargs)
     if max_plate_nesting is None:

@@ -84,6 +84,46 @@ def test_plates_and_model_arguments(problem):
     assert torch.allclose(wide, by_hand(centers, sets), atol=1e-5)
 
 
+def test_values_take_the_models_dtype(problem):
+    """A float64 model gets float64 matrices: from ``dtype`` (or the default dtype) at a site
+    without parameters, from the parameters at a site with them; a model that fails on the
+    values' dtype is told to pass ``dtype``."""
+    centers, obs = problem  # float64
+    seen = set()
+
+    def model():
+        p = pyro.sample("P", FlatBirkhoff(4))
+        seen.add(p.dtype)
+        pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
+
+    with pytest.raises(ValueError, match=r"float32 at site 'P'.*dtype=torch.float64"):
+        exact_posterior(model, "P", prior="uniform")
+    seen.clear()
+    probs = exact_posterior(model, "P", prior="uniform", dtype=torch.float64)
+    assert seen == {torch.float64}
+    assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert torch.equal(exact_posterior(model, "P", prior="uniform"), probs)
+    finally:
+        torch.set_default_dtype(default)
+
+    def gumbel_sinkhorn_model():
+        p = pyro.sample("P", GumbelSinkhorn(torch.zeros(4, 4, dtype=torch.float64), 1.0))
+        pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
+
+    assert torch.allclose(exact_posterior(gumbel_sinkhorn_model, "P", prior="uniform"), probs)
+    with pytest.raises(ValueError, match="dtype must be a floating torch.dtype"):
+        exact_posterior(model, "P", prior="uniform", dtype=torch.long)
+
+    def permutation_model():
+        pyro.sample("perm", Mallows(torch.arange(4), 0.7))
+
+    with pytest.raises(ValueError, match="site 'perm' holds permutations"):
+        exact_posterior(permutation_model, "perm", dtype=torch.float64)
+
+
 CONTINUOUS_SITES = {
     "FlatBirkhoff": lambda: FlatBirkhoff(4),
     "GumbelSinkhorn": lambda: GumbelSinkhorn(torch.zeros(4, 4), 1.0),
