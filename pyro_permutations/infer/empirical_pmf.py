@@ -5,9 +5,29 @@ import math
 import torch
 
 from pyro_permutations.ops import matching, perm_to_rank
-from pyro_permutations.ops._validation import check_enumerable, check_perm
+from pyro_permutations.ops._validation import (
+    MAX_ENUMERATE_N,
+    check_floating,
+    check_no_nan,
+    check_perm,
+)
 
 __all__ = ["empirical_pmf"]
+
+
+def _check_items(samples):
+    """The permutations in ``samples`` have ``1 <= N <= MAX_ENUMERATE_N`` items."""
+    n = samples.shape[-1]
+    if n == 0:
+        raise ValueError(
+            f"samples must hold permutations of N >= 1 items, got shape {tuple(samples.shape)}"
+        )
+    if n > MAX_ENUMERATE_N:
+        raise ValueError(
+            f"samples hold permutations of N = {n} items: their pmf over all N! permutations is "
+            f"too large to enumerate (limit N <= {MAX_ENUMERATE_N}); compare samples through "
+            f"statistics of them instead (e.g. distances to a reference permutation)"
+        )
 
 
 def empirical_pmf(samples):
@@ -22,7 +42,8 @@ def empirical_pmf(samples):
     nearest permutation with :func:`~pyro_permutations.ops.matching` (as [BP] section 5 does
     with its variational samples). Leading dimensions are batch dimensions.
 
-    :param torch.Tensor samples: ``(..., S, N)`` integer or ``(..., S, N, N)`` floating.
+    :param torch.Tensor samples: ``(..., S, N)`` integer or ``(..., S, N, N)`` floating
+        (float32 or float64, finite).
     :returns: float64 tensor ``(..., N!)`` summing to one along the last axis.
 
     Example::
@@ -34,21 +55,29 @@ def empirical_pmf(samples):
     if not isinstance(samples, torch.Tensor):
         raise TypeError(f"samples must be a torch.Tensor, got {type(samples).__name__}")
     if samples.dtype.is_floating_point:
+        check_floating(samples, "samples")
         if samples.dim() < 3 or samples.shape[-1] != samples.shape[-2]:
             raise ValueError(
                 f"floating samples must be matrices of shape (..., S, N, N), got "
                 f"{tuple(samples.shape)}"
             )
-        samples = matching(samples)
+        _check_items(samples)
+        check_no_nan(samples, "samples")
+        if torch.isinf(samples).any():
+            raise ValueError(
+                "samples contains an infinite entry; relaxed samples must be finite matrices "
+                "(..., S, N, N)"
+            )
+        samples = matching(samples)  # checked here, so its errors cannot name its "scores"
     else:
         if samples.dim() < 2:
             raise ValueError(
                 f"samples must have shape (..., S, N) (a sample axis and the permutation), "
                 f"got {tuple(samples.shape)}"
             )
+        _check_items(samples)
         check_perm(samples, "samples")
     n = samples.shape[-1]
-    check_enumerable(n, "N")
     size = math.factorial(n)
     batch_shape, count = samples.shape[:-2], samples.shape[-2]
     if count == 0:

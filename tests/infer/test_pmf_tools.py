@@ -56,11 +56,18 @@ def test_empirical_pmf_counts_by_brute_force_and_batches():
         (torch.rand(5, 3, 4), "matrices"),
         (torch.zeros(0, 3, dtype=torch.long), "no sample"),
         (torch.zeros(2, 11, dtype=torch.long) + torch.arange(11), "too large"),
+        (torch.zeros(4, 0, dtype=torch.long), "N >= 1"),
+        (torch.zeros(2, 1, 0, 0), "N >= 1"),
+        (torch.full((2, 3, 3), math.nan), "samples contains NaN"),
+        (torch.eye(3).expand(2, 3, 3).masked_fill(torch.eye(3, dtype=bool), math.inf), "infinite"),
+        (torch.eye(3).expand(2, 3, 3).half(), "samples must have a floating-point dtype"),
     ],
 )
 def test_empirical_pmf_errors(bad, match):
-    with pytest.raises(ValueError, match=match):
+    """Each error names the argument the caller passed, ``samples``."""
+    with pytest.raises(ValueError, match=match) as error:
         empirical_pmf(bad)
+    assert "samples" in str(error.value) and "scores" not in str(error.value)
 
 
 def test_distances_against_definitions():
