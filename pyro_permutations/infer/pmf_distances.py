@@ -2,6 +2,8 @@
 
 import torch
 
+from pyro_permutations.ops._validation import broadcast_shapes
+
 __all__ = [
     "bhattacharyya_coefficient",
     "bhattacharyya_distance",
@@ -14,6 +16,8 @@ _ATOL = 1e-6
 
 
 def _check_pmfs(p, q):
+    """``p`` and ``q`` are pmfs ``(..., K)`` over the same ``K`` outcomes whose batch shapes
+    broadcast; returns them in their common dtype."""
     for name, x in (("p", p), ("q", q)):
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
             raise ValueError(f"{name} must be a floating tensor of probabilities (..., K)")
@@ -30,6 +34,7 @@ def _check_pmfs(p, q):
         raise ValueError(
             f"p and q must be pmfs over the same set, got sizes {p.shape[-1]} and {q.shape[-1]}"
         )
+    broadcast_shapes("batch shapes", ("p", p.shape[:-1]), ("q", q.shape[:-1]))
     dtype = torch.promote_types(p.dtype, q.dtype)
     return p.to(dtype), q.to(dtype)
 

@@ -105,11 +105,25 @@ def test_distance_extremes_and_batches():
         (torch.tensor([1.5, -0.5]), torch.tensor([0.5, 0.5]), "non-negative"),
         (torch.tensor([0.5, 0.5]), torch.tensor([0.2, 0.3, 0.5]), "same set"),
         (torch.tensor([1, 0]), torch.tensor([0.5, 0.5]), "floating"),
+        (torch.full((5, 4), 0.25), torch.full((2, 4), 0.25), r"p \(5,\) and q \(2,\)"),
+        (torch.full((2, 3, 4), 0.25), torch.full((2, 4), 0.25), r"p \(2, 3\) and q \(2,\)"),
     ],
 )
-def test_distance_errors(p, q, match):
+@pytest.mark.parametrize(
+    "distance",
+    [
+        bhattacharyya_coefficient,
+        bhattacharyya_distance,
+        hellinger_distance,
+        kl_divergence_pmf,
+        total_variation_distance,
+    ],
+)
+def test_distance_errors(distance, p, q, match):
+    """Each distance raises a ValueError naming ``p`` and ``q`` (batch shapes that do not
+    broadcast included: torch's RuntimeError named neither)."""
     with pytest.raises(ValueError, match=match):
-        hellinger_distance(p, q)
+        distance(p, q)
 
 
 def test_plot_pmf_comparison():
