@@ -300,8 +300,7 @@ def newton_solve(y, tol, max_iter):
             if not keep.any():
                 break
             y, p, r, err, scale, final, idx, newton, prev_err, swept, solved = (
-                t[keep]
-                for t in (y, p, r, err, scale, final, idx, newton, prev_err, swept, solved)
+                t[keep] for t in (y, p, r, err, scale, final, idx, newton, prev_err, swept, solved)
             )
         # A plain sweep, or a Newton step where sweeps have stalled; elements whose stage is
         # solved move to the next scale instead.
