@@ -10,7 +10,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from pyro_permutations.ops import all_permutations, perm_to_matrix
-from pyro_permutations.ops._validation import MAX_ENUMERATE_N
+from pyro_permutations.ops._validation import MAX_ENUMERATE_N, is_int
 
 __all__ = ["exact_posterior"]
 
@@ -217,8 +217,14 @@ def exact_posterior(
     """
     if prior not in PRIOR_MODES:
         raise ValueError(f"prior must be one of {PRIOR_MODES}, got {prior!r}")
-    if not (isinstance(chunk_size, int) and chunk_size >= 1):
+    if not (is_int(chunk_size) and chunk_size >= 1):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if max_plate_nesting is not None and not (is_int(max_plate_nesting) and max_plate_nesting >= 0):
+        raise ValueError(
+            f"max_plate_nesting must be None or a non-negative int, got {max_plate_nesting!r}"
+        )
+    chunk_size = int(chunk_size)
+    max_plate_nesting = None if max_plate_nesting is None else int(max_plate_nesting)
     fn = _probe(model, site, args, kwargs)
     event_shape = tuple(fn.event_shape)
     if len(event_shape) == 1:

@@ -3,6 +3,7 @@
 import torch
 
 from pyro_permutations.infer.pmf_distances import hellinger_distance
+from pyro_permutations.ops._validation import is_int
 
 __all__ = ["plot_pmf_comparison"]
 
@@ -42,6 +43,9 @@ def plot_pmf_comparison(
     """
     from matplotlib.figure import Figure
 
+    if not is_int(top_k) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    top_k = int(top_k)
     if ax is None:
         # A bare Figure (no pyplot state): nothing to close, works without a display.
         fig = Figure(figsize=(1.0 + 0.6 * (top_k + 1) * (1 + len(pmfs)) / 2, 3.2))
@@ -49,8 +53,6 @@ def plot_pmf_comparison(
     else:
         fig = ax.figure
     true_pmf = torch.as_tensor(true_pmf, dtype=torch.float64).detach().cpu()
-    if not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
     order = torch.argsort(true_pmf, descending=True)
     top_k = min(top_k, true_pmf.numel())
     top, rest = order[:top_k], order[top_k:]

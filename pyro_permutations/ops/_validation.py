@@ -37,12 +37,18 @@ def check_square(x, name):
         )
 
 
+def is_int(n):
+    """``n`` is an integer number: a Python or NumPy integer, not a bool. Every integer
+    argument (sizes, counts) is checked with this, and converted with ``int(n)``."""
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool)
+
+
 def check_size(n, name, meaning):
     """``n`` is a positive integer (a Python or NumPy integer, not a bool); returns ``int(n)``.
 
     ``meaning`` says what it counts, for the message (e.g. ``"the matrix size N"``).
     """
-    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"{name} must be a positive int ({meaning}), got {n!r}")
     return int(n)
 
@@ -107,11 +113,14 @@ def check_perm(perm, name):
 
 
 def check_enumerable(n, name="n"):
-    """``n`` is small enough to enumerate all ``n!`` permutations."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    """``n`` is a positive integer (a Python or NumPy integer, not a bool) small enough to
+    enumerate all ``n!`` permutations; returns ``int(n)``."""
+    if not is_int(n) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")
+    n = int(n)
     if n > MAX_ENUMERATE_N:
         raise ValueError(
             f"{name}={n} is too large to enumerate all {name}! permutations "
             f"(limit {name} <= {MAX_ENUMERATE_N}); use sampling-based estimates instead"
         )
+    return n

@@ -24,6 +24,7 @@ from pyro_permutations.ops._validation import (
     check_perm,
     check_square,
     check_tensor,
+    is_int,
 )
 
 __all__ = [
@@ -197,7 +198,8 @@ def all_permutations(n, device=None):
     Row ``r`` is the permutation of rank ``r`` (see :func:`perm_to_rank`). The CPU table is
     cached per ``n``; every call returns a fresh tensor that may be modified freely.
 
-    :param int n: number of items, ``1 <= n <= MAX_ENUMERATE_N`` (10).
+    :param int n: number of items (a Python or NumPy integer), ``1 <= n <= MAX_ENUMERATE_N``
+        (10).
     :param device: device of the result (default CPU).
     :returns: long tensor of shape ``(n!, n)``.
     :raises ValueError: if ``n`` is not a positive int or exceeds ``MAX_ENUMERATE_N``.
@@ -212,7 +214,7 @@ def all_permutations(n, device=None):
                 [2, 0, 1],
                 [2, 1, 0]])
     """
-    check_enumerable(n, "n")
+    n = check_enumerable(n, "n")
     table = _all_permutations_cpu(n)
     result = table.to(device) if device is not None else table
     if result.data_ptr() == table.data_ptr():
@@ -228,13 +230,17 @@ def _factorials(n, device):
 
 
 def _check_rank_n(n, name="n"):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    """``n`` is a positive integer (Python or NumPy, not a bool) up to ``MAX_RANK_N``;
+    returns ``int(n)``."""
+    if not is_int(n) or n < 1:
         raise ValueError(f"{name} must be a positive int, got {n!r}")
+    n = int(n)
     if n > MAX_RANK_N:
         raise ValueError(
             f"{name}={n} is too large: ranks of permutations of more than {MAX_RANK_N} items "
             f"overflow int64"
         )
+    return n
 
 
 def perm_to_rank(perm):
@@ -272,8 +278,9 @@ def rank_to_perm(rank, n):
     ``perm(i)`` is the :math:`L_i`-th smallest item not used by ``perm(0), ..., perm(i-1)``.
     Cost: ``O(n^2)`` per rank, vectorised over the batch.
 
-    :param rank: int or integer tensor of shape ``(...)`` with values in ``[0, n!)``.
-    :param int n: number of items, ``1 <= n <= 20``.
+    :param rank: int (Python or NumPy) or integer tensor of shape ``(...)`` with values in
+        ``[0, n!)``.
+    :param int n: number of items (a Python or NumPy integer), ``1 <= n <= 20``.
     :returns: long tensor of shape ``(..., n)`` on ``rank``'s device.
     :raises ValueError: if a rank is out of range.
 
@@ -284,9 +291,9 @@ def rank_to_perm(rank, n):
                 [1, 2, 0],
                 [2, 1, 0]])
     """
-    _check_rank_n(n, "n")
-    if isinstance(rank, int) and not isinstance(rank, bool):
-        rank = torch.tensor(rank, dtype=torch.long)
+    n = _check_rank_n(n, "n")
+    if is_int(rank):
+        rank = torch.tensor(int(rank), dtype=torch.long)
     check_tensor(rank, "rank")
     if rank.dtype.is_floating_point or rank.dtype.is_complex or rank.dtype == torch.bool:
         raise ValueError(f"rank must be an integer tensor, got dtype {rank.dtype}")

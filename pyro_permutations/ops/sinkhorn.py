@@ -1,12 +1,13 @@
 """The Sinkhorn operator: from a score matrix to a doubly-stochastic matrix."""
 
+import numbers
 from typing import NamedTuple
 
 import torch
 
 from pyro_permutations.ops._sinkhorn_implicit import ImplicitSinkhorn
 from pyro_permutations.ops._sinkhorn_newton import newton_solve
-from pyro_permutations.ops._validation import check_scores
+from pyro_permutations.ops._validation import check_scores, is_int
 from pyro_permutations.ops.matching import matching
 
 __all__ = ["SinkhornInfo", "log_sinkhorn", "marginal_error", "sinkhorn"]
@@ -70,13 +71,11 @@ def marginal_error(log_p):
 
 
 def _check_options(tol, max_iter, n_iters, grad):
-    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol > 0):
+    if not (isinstance(tol, numbers.Real) and not isinstance(tol, bool) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
-    if not (isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1):
+    if not (is_int(max_iter) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
-    if n_iters is not None and not (
-        isinstance(n_iters, int) and not isinstance(n_iters, bool) and n_iters >= 0
-    ):
+    if n_iters is not None and not (is_int(n_iters) and n_iters >= 0):
         raise ValueError(f"n_iters must be None or a non-negative int, got {n_iters!r}")
     if grad is not None and grad not in GRAD_MODES:
         raise ValueError(f"grad must be one of {GRAD_MODES} or None, got {grad!r}")
@@ -191,6 +190,8 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     """
     check_scores(log_alpha, "log_alpha", allow_neg_inf=True)
     _check_options(tol, max_iter, n_iters, grad)
+    tol, max_iter = float(tol), int(max_iter)
+    n_iters = None if n_iters is None else int(n_iters)
     _check_feasible(log_alpha)
     if grad is None:
         grad = "unrolled" if n_iters is not None else "implicit"

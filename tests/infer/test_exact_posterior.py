@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -51,6 +52,8 @@ def test_matrix_site_matches_hand_computation(problem):
     assert probs.shape == (24,) and probs.dtype == torch.float64
     assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
     assert torch.allclose(exact_posterior(model, "P", chunk_size=5, prior="uniform"), probs)
+    numpy_ints = {"chunk_size": np.int64(5), "max_plate_nesting": np.int32(0)}
+    assert torch.allclose(exact_posterior(model, "P", prior="uniform", **numpy_ints), probs)
     log_probs = exact_posterior(model, "P", log=True, prior="uniform")
     assert torch.allclose(log_probs.exp(), probs)
 
@@ -181,6 +184,9 @@ def test_errors():
         exact_posterior(latent, "Q")
     with pytest.raises(ValueError, match="prior must be"):
         exact_posterior(latent, "P", prior="flat")
+    for option in ({"chunk_size": True}, {"chunk_size": 0}, {"max_plate_nesting": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(option))} must be"):
+            exact_posterior(latent, "P", prior="uniform", **option)
 
     def nan_model():
         p = pyro.sample("P", FlatBirkhoff(3))

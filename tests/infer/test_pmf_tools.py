@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -142,3 +143,7 @@ def test_plot_pmf_comparison():
     assert heights[5] == pytest.approx(top[5:].sum().item())
     with pytest.raises(ValueError, match="shape"):
         plot_pmf_comparison(truth, {"a": a[:5]})
+    assert len(plot_pmf_comparison(truth, {"a": a}, top_k=np.int64(2)).axes[0].patches) == 2 * 3
+    for bad in (True, 0, 2.0):
+        with pytest.raises(ValueError, match="top_k must be a positive int"):
+            plot_pmf_comparison(truth, {"a": a}, top_k=bad)

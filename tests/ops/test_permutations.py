@@ -2,6 +2,7 @@ import itertools
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -192,6 +193,18 @@ def test_rank_of_python_int():
 def test_rank_out_of_range(rank):
     with pytest.raises(ValueError, match="rank"):
         rank_to_perm(torch.tensor([0, rank]), 3)
+
+
+def test_sizes_and_ranks_accept_numpy_integers_not_bools():
+    """Every integer argument takes a Python or NumPy integer (as the distributions' sizes do)
+    and refuses a bool, which is an int to Python."""
+    assert torch.equal(all_permutations(np.int64(3)), all_permutations(3))
+    assert torch.equal(rank_to_perm(np.int32(5), np.int64(3)), torch.tensor([2, 1, 0]))
+    for bad in (True, np.bool_(True)):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            all_permutations(bad)
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            rank_to_perm(0, bad)
 
 
 def test_rank_bad_inputs():

@@ -4,6 +4,7 @@ import itertools
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -408,8 +409,10 @@ def test_non_tensor_raises():
         {"tol": "1e-5"},
         {"max_iter": 0},
         {"max_iter": 2.0},
+        {"max_iter": True},
         {"n_iters": -1},
         {"n_iters": 2.5},
+        {"n_iters": False},
         {"grad": "foo"},
         {"grad": "implicit", "n_iters": 3},
     ],
@@ -418,6 +421,15 @@ def test_non_tensor_raises():
 def test_bad_options(options):
     with pytest.raises(ValueError):
         sinkhorn(torch.zeros(3, 3), **options)
+
+
+def test_numpy_numbers_as_options():
+    """Options take NumPy numbers like Python ones (as every integer argument does)."""
+    scores = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(19))
+    expected = sinkhorn(scores, n_iters=3)
+    assert torch.equal(sinkhorn(scores, n_iters=np.int64(3)), expected)
+    p, info = sinkhorn(scores, tol=np.float32(1e-6), max_iter=np.int32(1), return_info=True)
+    assert torch.equal(p, sinkhorn(scores, tol=1e-6, max_iter=1)) and (info.iterations <= 1).all()
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
