@@ -297,6 +297,30 @@ def test_evaluate_reports_the_standard_error_of_the_mean_kendall_tau(mnist_dir):
     assert metrics["kendall_tau_se"] == pytest.approx(taus.std(ddof=1) / len(taus) ** 0.5, rel=1e-5)
 
 
+def test_prop_wrong_bound_is_the_mean_over_every_placement_of_identical_pieces():
+    """Brute force: a solver right up to swaps of identical pieces may place each group in any
+    order; averaged over all such placements (equally likely), its Prop. wrong is the bound."""
+    import itertools
+
+    images = torch.zeros(3, 1, 28, 28)  # one blank digit: all 4 pieces identical
+    images[1, 0, :14, :14] = 1.0  # one marked piece, three blank
+    images[2, 0, :14, :14] = 1.0  # two marked pieces, equal to each other, and two blank
+    images[2, 0, 14:, 14:] = 1.0
+    bound = E.tie_limited_prop_wrong(images, 2, "crop", seed=0)
+    _, ordered, _ = E.held_out_puzzles(images, 2, "crop", seed=0)
+    means = []
+    for pieces in ordered.flatten(2):
+        group = [min(j for j in range(4) if torch.equal(pieces[i], pieces[j])) for i in range(4)]
+        placements = [
+            p
+            for p in itertools.permutations(range(4))
+            if all(group[p[i]] == group[i] for i in range(4))
+        ]
+        means.append(np.mean([np.mean([p[i] != i for i in range(4)]) for p in placements]))
+    assert bound == pytest.approx(np.mean(means))
+    assert 0 < bound < 3 / 4  # neither all distinct nor all identical
+
+
 @pytest.mark.parametrize("piece_net", E.PIECE_NETS)
 def test_piece_networks_give_equivariant_scores(piece_net):
     torch.manual_seed(0)

@@ -228,6 +228,25 @@ def reconstructions(model, scrambled, temperatures, device="cpu"):
     return out
 
 
+def tie_limited_prop_wrong(test_images, grid, fit, seed):
+    """The expected Prop. wrong of a solver that is right up to swaps of identical pieces.
+
+    A group of ``k`` pieces of one digit that are equal pixel for pixel, placed at random among
+    its ``k`` true positions, puts ``k - 1`` of them in a wrong position on average (a random
+    permutation of ``k`` has one fixed point on average). So the bound is
+    ``sum over groups (k - 1) / (B n)``, exactly, for the ``B`` test puzzles of ``n`` pieces:
+    a lower bound on the Prop. wrong of any method that counts positions by index.
+    """
+    _, ordered, _ = held_out_puzzles(test_images, grid, fit, seed)
+    batch, n = ordered.shape[:2]
+    flat = ordered.flatten(2)
+    wrong = 0
+    for b in range(batch):
+        _, counts = torch.unique(flat[b], dim=0, return_counts=True)
+        wrong += int((counts - 1).sum())
+    return wrong / max(batch * n, 1)
+
+
 def tie_limited_kendall_tau(test_images, grid, fit, seed):
     """The mean Kendall tau of a solver that is right up to swaps of identical pieces.
 

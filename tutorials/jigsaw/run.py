@@ -74,8 +74,8 @@ def run(
     piece_net="cnn",
 ):
     """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``kendall_tau_se``,
-    ``prop_wrong_pieces``, ``tie_limited_tau`` and ``loaded``, true when the model came from a
-    checkpoint) and the trained models, by grid."""
+    ``prop_wrong_pieces``, ``tie_limited_tau``, ``tie_limited_prop_wrong`` and ``loaded``, true
+    when the model came from a checkpoint) and the trained models, by grid."""
     rows, models = [], {}
     for grid in grids:
         config = model_config(grid, steps, seed, data.source, fit, piece_net)
@@ -84,12 +84,14 @@ def run(
         )
         metrics = E.evaluate(model, data.test_images, fit, seed, device=device)
         bound = E.tie_limited_kendall_tau(data.test_images, grid, fit, seed)
+        wrong_bound = E.tie_limited_prop_wrong(data.test_images, grid, fit, seed)
         rows.append(
             {
                 "grid": f"{grid}x{grid}",
                 **metrics,
                 "train_seconds": seconds,
                 "tie_limited_tau": bound,
+                "tie_limited_prop_wrong": wrong_bound,
                 "loaded": loaded,
             }
         )
@@ -123,6 +125,7 @@ EXTRA_ROWS = (
     ("Prop. wrong, identical pieces counted right", "prop_wrong_pieces", 3),
     ("Kendall tau standard error", "kendall_tau_se", 3),
     ("Kendall tau bound (identical pieces swapped)", "tie_limited_tau", 3),
+    ("Prop. wrong bound (identical pieces swapped)", "tie_limited_prop_wrong", 3),
     ("train seconds", "train_seconds", 1),
 )
 
@@ -149,12 +152,13 @@ def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None,
     lines += [
         "",
         "l1 and l2 are the mean absolute and squared pixel errors of the hard reconstruction "
-        "(pixels in [0, 1]); the paper does not state its scale. The bound row is the Kendall "
-        "tau of a solver that is right except among pieces identical pixel for pixel (mostly "
-        "blank), which it places at random. The standard error is that of the mean Kendall "
-        "tau over the test puzzles (std / sqrt(number of puzzles)). 'Prop. wrong, identical "
-        "pieces counted right' counts a position as wrong only when the piece put there differs "
-        "from the true one pixel for pixel.",
+        "(pixels in [0, 1]); the paper does not state its scale. The bound rows are the Kendall "
+        "tau (one draw) and the expected Prop. wrong of a solver that is right except among "
+        "pieces identical pixel for pixel (mostly blank), which it places at random. The "
+        "standard error is that of the mean Kendall tau over the test puzzles (std / "
+        "sqrt(number of puzzles)). 'Prop. wrong, identical pieces counted right' counts a "
+        "position as wrong only when the piece put there differs from the true one pixel for "
+        "pixel.",
     ]
     if command is not None:
         loaded = sum(bool(r.get("loaded")) for r in rows)
