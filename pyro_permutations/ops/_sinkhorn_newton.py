@@ -178,6 +178,9 @@ def _newton_cg(p, r, grad):
     """
     n = p.shape[-1]
     delta = 100 * torch.finfo(p.dtype).eps
+    # Floor of the CG denominators: positive in the dtype (1e-300 is 0 in float32), so the
+    # branch torch.where discards is never 0/0, whose NaN would reach unrolled gradients.
+    tiny = torch.finfo(p.dtype).tiny
     pt = p.transpose(-1, -2)
 
     def matvec(v):
@@ -199,12 +202,12 @@ def _newton_cg(p, r, grad):
             break
         hd = matvec(d)
         dhd = (d * hd).sum(-1)
-        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=1e-300), 0.0)
+        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=tiny), 0.0)
         x = x + alpha[:, None] * d
         res = res - alpha[:, None] * hd
         z = res / diag
         rz_new = (res * z).sum(-1)
-        beta = torch.where(active, rz_new / rz.clamp(min=1e-300), 0.0)
+        beta = torch.where(active, rz_new / rz.clamp(min=tiny), 0.0)
         d = z + beta[:, None] * d
         rz = rz_new
         active = active & (res.norm(dim=-1) > target) & (dhd > 0)

@@ -10,6 +10,7 @@ from pyro_permutations.ops._sinkhorn_newton import (
     _col_logsumexp,
     _col_lse,
     _exp_flushed,
+    _newton_cg,
     _tiny_limits,
 )
 
@@ -59,3 +60,21 @@ def test_col_lse_matches_logsumexp_for_narrow_and_wide_shifts(dtype, shift_width
         # the product path: no product of a flushed entry and a weight is subnormal
         w = torch.exp(f - f.amax(-1, keepdim=True))
         assert not _subnormal(_exp_flushed(y) * w.unsqueeze(-1)).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_newton_cg_gradients_are_finite_next_to_a_solved_element(dtype):
+    """An element whose rows already sum to one has ``grad = 0``, so its CG quantities
+    ``d H d`` and ``r z`` are exactly 0 while another element iterates: the denominators'
+    floor must be positive in the dtype, or the discarded ``0 / 0`` of ``torch.where`` turns
+    the unrolled gradients into NaN (in float32, where ``1e-300`` rounds to 0)."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 8, 8, generator=g, dtype=dtype)
+    y[0] = 0.0  # uniform, entries 1/8: rows sum to exactly 1, grad exactly 0
+    y.requires_grad_()
+    p = torch.softmax(y, dim=-2)  # columns normalised, as in the solver
+    r = p.sum(-1)
+    x = _newton_cg(p, r, 1 - r)
+    x.sum().backward()
+    assert (x[0] == 0).all() and torch.isfinite(x).all()
+    assert torch.isfinite(y.grad).all()
