@@ -44,8 +44,11 @@ def reconstruct(x, P):
     :param torch.Tensor x: scrambled pieces of shape ``(B, n, *piece_shape)``.
     :param torch.Tensor P: either soft or exact matrices, floating, of shape
         ``(..., B, n, n)``, or hard permutations, integer, of shape ``(..., B, n)``; extra
-        leading dimensions (e.g. Gumbel samples) broadcast.
-    :returns: the ordered objects, shape ``(..., B, n, *piece_shape)``.
+        leading dimensions (e.g. Gumbel samples) broadcast. Hard permutations may be on any
+        device (they are moved to ``x``'s, as in :func:`~pyro_permutations.nn.scramble`).
+    :returns: the ordered objects, shape ``(..., B, n, *piece_shape)``: with hard
+        permutations, pieces of ``x`` (its dtype and device); with matrices, of the dtype
+        promoted from ``x``'s and ``P``'s (float64 pieces stay float64 with a float32 ``P``).
 
     Example::
 
@@ -73,10 +76,12 @@ def reconstruct(x, P):
     flat = x.reshape(x.shape[:2] + (-1,))  # (B, n, D)
     if hard:
         # ordered[j] = x[inverse[j]]: gather keeps any dtype and is exact.
-        index = invert_perm(P.long()).unsqueeze(-1).expand(batch + (n, flat.shape[-1]))
+        index = invert_perm(P.long().to(x.device))
+        index = index.unsqueeze(-1).expand(batch + (n, flat.shape[-1]))
         out = torch.gather(flat.expand(batch + flat.shape[1:]), -2, index)
     else:
-        out = P.transpose(-1, -2) @ flat.to(P.dtype)
+        dtype = torch.promote_types(P.dtype, x.dtype)
+        out = P.transpose(-1, -2).to(dtype) @ flat.to(dtype)
     return out.reshape(out.shape[:-1] + piece_shape)
 
 

@@ -78,6 +78,33 @@ def test_reconstruct_soft_and_sample_axis():
         assert torch.equal(hard[s], reconstruct(x, perms[s]))
 
 
+def test_reconstruct_soft_promotes_dtypes():
+    """Matrices and pieces meet in the promoted dtype: float64 pieces are not rounded to a
+    float32 ``P``'s precision, and integer pieces are averaged in ``P``'s dtype."""
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 3, generator=generator, dtype=torch.float64)
+    perm = random_perms((2,), 4, seed=6)
+    out = reconstruct(x, perm_to_matrix(perm, dtype=torch.float32))
+    assert out.dtype == torch.float64
+    assert torch.equal(out, reconstruct(x, perm))
+    P = torch.rand(2, 4, 4, generator=generator, dtype=torch.float64)
+    out = reconstruct(x.float(), P)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, torch.einsum("bij,bid->bjd", P, x.float().double()))
+    ints = torch.arange(8).reshape(2, 4, 1)
+    assert reconstruct(ints, perm_to_matrix(perm)).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_reconstruct_moves_hard_perms_to_the_pieces_device():
+    x = torch.randn(3, 5, 2, device="cuda")
+    perm = random_perms((3,), 5, seed=7)  # on the CPU, as scramble accepts
+    out = reconstruct(x, perm)
+    assert out.device == x.device
+    assert torch.equal(out, reconstruct(x, perm.cuda()))
+    assert torch.equal(out.cpu(), reconstruct(x.cpu(), perm))
+
+
 def test_reconstruct_errors():
     x = torch.randn(2, 4, 1)
     with pytest.raises(ValueError, match="piece_shape"):
