@@ -40,7 +40,7 @@ def _check_temperatures(temperatures):
 
 
 def _check_probs(probs):
-    probs = torch.as_tensor(probs, dtype=torch.float64)
+    probs = torch.as_tensor(probs, dtype=torch.float64).detach().cpu()
     if probs.shape != (3,) or not bool((probs > 0).all()) or abs(float(probs.sum()) - 1) > 1e-6:
         raise ValueError(f"probs must be 3 positive probabilities summing to 1, got {probs}")
     return probs
@@ -174,8 +174,10 @@ def plot_relaxations(
         (rounding needs ``tau < 1``).
     :param int num_samples: samples drawn per panel.
     :param int seed: seed of the draws (the global torch RNG is restored afterwards).
-    :param probs: the categorical relaxed in (a) and (b), 3 positive probabilities.
-    :param birkhoff_loc: ``(3, 3)`` mean of the rounding Gaussian in (d); default
+    :param probs: the categorical relaxed in (a) and (b), 3 positive probabilities (a
+        sequence or a tensor on any device: the figure is computed on the CPU).
+    :param birkhoff_loc: ``(3, 3)`` mean of the rounding Gaussian in (d), a tensor on any
+        device or nested sequences; default
         ``0.5 I + 0.3 P_{120} + 0.2 P_{201}`` (a point of ``B_3`` nearest the identity).
     :param float rounding_scale: standard deviation of the rounding Gaussian in (d).
     :param int grid_size: the simplex grid has ``grid_size - 1`` points per side.
@@ -206,7 +208,9 @@ def plot_relaxations(
         perms = torch.tensor([[0, 1, 2], [1, 2, 0], [2, 0, 1]])
         weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
         birkhoff_loc = (weights[:, None, None] * perm_to_matrix(perms, dtype=torch.float64)).sum(0)
-    birkhoff_loc = torch.as_tensor(birkhoff_loc, dtype=torch.float64)
+    # The figure is computed on the CPU (matplotlib needs its arrays there), whatever the
+    # device of the tensors given.
+    birkhoff_loc = torch.as_tensor(birkhoff_loc, dtype=torch.float64).detach().cpu()
     if birkhoff_loc.shape != (3, 3):
         raise ValueError(f"birkhoff_loc must have shape (3, 3), got {tuple(birkhoff_loc.shape)}")
 

@@ -90,3 +90,17 @@ def test_plot_relaxations_layout_and_rng_restored():
 def test_plot_relaxations_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         plot_relaxations(**kwargs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_plot_relaxations_takes_cuda_probs_and_birkhoff_loc():
+    """CUDA arguments are moved to the CPU up front: the figure equals the CPU one."""
+    probs = torch.tensor([0.6, 0.3, 0.1])
+    loc = torch.full((3, 3), 1 / 3)
+    kwargs = {"temperatures": (0.5,), "num_samples": 20, "grid_size": 6, "seed": 2}
+    fig = plot_relaxations(probs=probs.cuda(), birkhoff_loc=loc.cuda(), **kwargs)
+    expected = plot_relaxations(probs=probs, birkhoff_loc=loc, **kwargs)
+    assert len(fig.axes) == len(expected.axes) == 8
+    for ax, ax_expected in zip(fig.axes[:4], expected.axes[:4], strict=True):
+        for dots, dots_expected in zip(ax.collections, ax_expected.collections, strict=True):
+            assert (dots.get_offsets() == dots_expected.get_offsets()).all()
