@@ -12,10 +12,15 @@ class TemperatureTransformMixin:
         if type(other) is not type(self):
             return False
         a, b = self.temperature, other.temperature
-        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-            a, b = torch.as_tensor(a), torch.as_tensor(b)
-            return a.shape == b.shape and bool((a == b).all())
-        return a == b
+        if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
+            return a == b
+        # A number is compared on the tensor's device; tensors on different devices are
+        # different temperatures (comparing them would raise, moving one would copy it).
+        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, device=b.device)
+        b = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, device=a.device)
+        if a.device != b.device or a.shape != b.shape:
+            return False
+        return bool((a == b).all())
 
     def __hash__(self):
         if isinstance(self.temperature, torch.Tensor):

@@ -291,3 +291,22 @@ def test_eq_and_cache():
     x = cached(psi)
     assert cached(psi) is x and cached.inv(x) is psi
     assert t.inv.with_cache(1).inv == t
+
+
+def test_eq_compares_tensor_and_number_temperatures():
+    assert StickBreakingBirkhoffTransform(0.5) == StickBreakingBirkhoffTransform(torch.tensor(0.5))
+    assert StickBreakingBirkhoffTransform(torch.tensor(0.5)) == StickBreakingBirkhoffTransform(0.5)
+    assert StickBreakingBirkhoffTransform(torch.tensor([0.5, 0.5])) != (
+        StickBreakingBirkhoffTransform(0.5)
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_eq_is_false_for_temperatures_on_different_devices():
+    tau = torch.tensor([0.5, 1.0])
+    t_cpu, t_cuda = StickBreakingBirkhoffTransform(tau), StickBreakingBirkhoffTransform(tau.cuda())
+    assert t_cuda != t_cpu and t_cpu != t_cuda
+    assert t_cuda == StickBreakingBirkhoffTransform(tau.cuda())
+    # A number is compared on the tensor's device.
+    assert StickBreakingBirkhoffTransform(tau[:1].cuda()) != StickBreakingBirkhoffTransform(0.6)
+    assert StickBreakingBirkhoffTransform(tau[0].cuda()) == StickBreakingBirkhoffTransform(0.5)
