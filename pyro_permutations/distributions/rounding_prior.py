@@ -31,7 +31,9 @@ class RoundingPrior(TorchDistribution):
     (:class:`~pyro_permutations.distributions.rounding_birkhoff.RoundingBirkhoff`) supplies
     those. ``log_prob`` is exact (a log-sum-exp of the two components per entry) and
     ``sample`` draws the exact mixture (a fair coin picks the mean, then Gaussian noise); it is
-    not reparameterizable.
+    not reparameterizable. Samples have ``eta``'s dtype and device (a float ``eta`` gives torch's
+    default dtype and device: pass a tensor to sample elsewhere); ``log_prob`` computes on the
+    value's device, in the promoted dtype of ``eta`` and the value.
 
     Shapes: ``event_shape = (n, n)``, ``batch_shape = eta.shape``.
     Moments per entry: ``mean = 1/2``, ``variance = eta^2 + 1/4``.
@@ -112,8 +114,9 @@ class RoundingPrior(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
+        # eta is a scale, usually given as a float: it takes the value's dtype and device.
         dtype = torch.promote_types(self.eta.dtype, value.dtype)
-        eta = self.eta[..., None, None].to(dtype)
+        eta = self.eta[..., None, None].to(dtype=dtype, device=value.device)
         z0 = value / eta
         z1 = (value - 1.0) / eta
         log_mix = torch.logaddexp(-0.5 * z0**2, -0.5 * z1**2)

@@ -12,6 +12,7 @@ from pyro_permutations.distributions.flat_birkhoff import FlatBirkhoff
 from pyro_permutations.distributions.rounding_prior import RoundingPrior
 from pyro_permutations.ops import sinkhorn
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 Z = 4.5  # z-test threshold: a false alarm about once in 150,000 runs per check
 
 
@@ -66,6 +67,36 @@ def test_expand():
     x = torch.randn(2, 2)
     torch.testing.assert_close(e.log_prob(x), prior.log_prob(x).expand(3, 2))
     assert e.sample().shape == (3, 2, 2, 2)
+
+
+def test_log_prob_computes_on_the_values_device():
+    """eta (a float, a CPU tensor, expanded) moves to the value's device: here the meta device,
+    which mixes with the CPU as CUDA does (and has no values to validate)."""
+    value = torch.zeros(2, 3, 3, device="meta")
+    for prior in [
+        RoundingPrior(3, 0.3, validate_args=False),
+        RoundingPrior(3, torch.tensor([0.3, 0.5]), validate_args=False),
+        RoundingPrior(3, torch.tensor(0.3), validate_args=False).expand((2,)),
+    ]:
+        log_p = prior.log_prob(value)
+        assert log_p.device.type == "meta" and log_p.shape == (2,)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda(dtype):
+    x = torch.eye(3, dtype=dtype)
+    cpu = RoundingPrior(3, torch.tensor([0.3, 0.5], dtype=dtype))
+    prior = RoundingPrior(3, torch.tensor([0.3, 0.5], dtype=dtype, device="cuda"))
+    sample = prior.sample((4,))
+    assert sample.device.type == "cuda" and sample.dtype == dtype and sample.shape == (4, 2, 3, 3)
+    log_p = prior.log_prob(x.cuda())
+    assert log_p.device.type == "cuda" and log_p.dtype == dtype
+    torch.testing.assert_close(log_p.cpu(), cpu.log_prob(x))
+    for float_eta in [RoundingPrior(3, 0.3), cpu]:  # eta on the CPU, the value on CUDA
+        log_p = float_eta.log_prob(x.cuda())
+        assert log_p.device.type == "cuda"
+        torch.testing.assert_close(log_p.cpu(), float_eta.log_prob(x))
 
 
 @pytest.mark.parametrize("eta", [0.05, 0.3, 1.0])
