@@ -80,7 +80,8 @@ class GumbelSinkhorn(TorchDistribution):
     :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``; ``-inf`` entries
         are forbidden pairs (they stay ``-inf`` in ``Z``, are zero in ``P`` and add nothing to
         the density; see above).
-    :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
+    :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape; it
+        takes ``log_alpha``'s dtype and device.
     :param float tol: Sinkhorn's marginal-error tolerance (see :func:`log_sinkhorn`).
     :param int n_iters: if given, that many plain Sinkhorn sweeps instead (as in [GS]); the
         rows of ``P`` are then normalised only approximately, and :attr:`support` is
@@ -129,7 +130,9 @@ class GumbelSinkhorn(TorchDistribution):
         )
         event_shape = log_alpha.shape[-2:]
         self.log_alpha = log_alpha.expand(batch_shape + event_shape)
-        self.temperature = temperature.to(log_alpha.dtype).expand(batch_shape)
+        self.temperature = temperature.to(dtype=log_alpha.dtype, device=log_alpha.device).expand(
+            batch_shape
+        )
         self.tol, self.n_iters, self.grad = tol, n_iters, grad
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 

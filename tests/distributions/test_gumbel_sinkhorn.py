@@ -277,3 +277,15 @@ def test_all_relaxations_on_cuda(dtype):
         assert lp.device.type == "cuda" and torch.isfinite(lp).all()
     perm = GumbelMatching(torch.randn(3, 4, 4, **kw)).sample()
     assert perm.device.type == "cuda" and permutation.check(perm).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("temperature", [torch.tensor(0.5), torch.tensor([0.5, 1.0, 2.0])])
+def test_a_cpu_temperature_moves_to_the_cuda_scores(temperature):
+    d = GumbelSinkhorn(torch.randn(3, 4, 4, device="cuda"), temperature)
+    assert d.temperature.device.type == "cuda"
+    x = d.rsample((2,))
+    assert x.device.type == "cuda" and d.log_prob(x).device.type == "cuda"
+    expanded = d.expand((5, 3))
+    assert expanded.temperature.device.type == "cuda"
+    assert expanded.rsample().device.type == "cuda"
