@@ -1,21 +1,23 @@
 """The permutation-equivariant Sinkhorn network of [GS] section 3."""
 
+import numbers
+
 import torch
 
 from pyro_permutations.ops import invert_perm, log_sinkhorn, matching, sample_gumbel
-from pyro_permutations.ops._validation import check_perm, check_tensor
+from pyro_permutations.ops._validation import check_perm, check_size, check_tensor
 
 __all__ = ["SinkhornNetwork", "reconstruct"]
 
 
-def _positive_number(value, name):
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def _positive_int(value, name):
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def _real(value, name, positive=True):
+    """``value`` is a real number (Python or NumPy, not a bool), positive or non-negative;
+    returns ``float(value)``."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not (ok and (value > 0 if positive else value >= 0)):
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"{name} must be a {kind} real number, got {value!r}")
+    return float(value)
 
 
 def _check_pieces(x, n, name="x"):
@@ -156,25 +158,22 @@ class SinkhornNetwork(torch.nn.Module):
         super().__init__()
         if not isinstance(piece_net, torch.nn.Module):
             raise ValueError(f"piece_net must be a torch.nn.Module, got {type(piece_net)}")
-        _positive_int(n, "n")
-        _positive_int(feature_dim, "feature_dim")
-        _positive_number(temperature, "temperature")
-        if not (
-            isinstance(noise_factor, (int, float))
-            and not isinstance(noise_factor, bool)
-            and noise_factor >= 0
-        ):
-            raise ValueError(f"noise_factor must be a non-negative number, got {noise_factor!r}")
-        _positive_int(samples_per_input, "samples_per_input")
+        n = check_size(n, "n", "the number of pieces")
+        feature_dim = check_size(feature_dim, "feature_dim", "the output size of piece_net")
+        temperature = _real(temperature, "temperature")
+        noise_factor = _real(noise_factor, "noise_factor", positive=False)
+        samples_per_input = check_size(
+            samples_per_input, "samples_per_input", "Gumbel-Sinkhorn samples per input"
+        )
         if n_iters is not None:
-            _positive_int(n_iters, "n_iters")
-        _positive_number(tol, "tol")
+            n_iters = check_size(n_iters, "n_iters", "Sinkhorn sweeps, or None for tol")
+        tol = _real(tol, "tol")
         self.piece_net = piece_net
         self.head = torch.nn.Linear(feature_dim, n)
         self.n = n
         self.feature_dim = feature_dim
-        self.temperature = float(temperature)
-        self.noise_factor = float(noise_factor)
+        self.temperature = temperature
+        self.noise_factor = noise_factor
         self.samples_per_input = samples_per_input
         self.n_iters = n_iters
         self.tol = tol

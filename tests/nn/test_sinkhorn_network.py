@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -243,11 +244,42 @@ def test_float64():
         ({"samples_per_input": 0}, "samples_per_input"),
         ({"n_iters": 0}, "n_iters"),
         ({"tol": -1.0}, "tol"),
+        ({"n": True}, "n must"),
+        ({"n": 5.0}, "n must"),
+        ({"samples_per_input": True}, "samples_per_input"),
+        ({"n_iters": np.int64(0)}, "n_iters"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"noise_factor": False}, "noise_factor"),
+        ({"tol": "1e-5"}, "tol"),
     ],
 )
 def test_invalid_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         make_net(**kwargs)
+
+
+def test_numpy_options_are_accepted_and_converted():
+    """Sizes may be NumPy integers and numbers any real numbers (NumPy's too, not bools),
+    as everywhere in the library; they are stored as Python ints and floats."""
+    g1 = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.ReLU())
+    net = SinkhornNetwork(
+        g1,
+        n=np.int64(5),
+        feature_dim=np.int32(16),
+        temperature=np.float32(0.5),
+        noise_factor=np.int64(0),
+        samples_per_input=np.int64(2),
+        n_iters=np.int16(10),
+        tol=np.float32(1e-5),
+    )
+    values = [net.n, net.feature_dim, net.samples_per_input, net.n_iters]
+    assert values == [5, 16, 2, 10] and all(type(v) is int for v in values)
+    values = [net.temperature, net.noise_factor, net.tol]
+    assert values[:2] == [0.5, 0.0] and all(type(v) is float for v in values)
+    assert net(torch.rand(3, 5, 1)).shape == (2, 3, 5, 5)
+    with pytest.raises(ValueError, match="feature_dim must be a positive int"):
+        SinkhornNetwork(g1, n=5, feature_dim=np.float64(16))
 
 
 def test_invalid_inputs():
