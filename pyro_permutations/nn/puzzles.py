@@ -13,16 +13,16 @@ scrambled piece ``i`` belongs at position ``j``, so ``scrambled = P ordered`` an
 
 import torch
 
-from pyro_permutations.ops._validation import check_perm, check_tensor
+from pyro_permutations.ops._validation import check_perm, check_size, check_tensor
 
 __all__ = ["crop_to_grid", "image_to_pieces", "pieces_to_image", "resize_to_grid", "scramble"]
 
 
 def _grid(rows, cols):
-    cols = rows if cols is None else cols
-    for value, name in ((rows, "rows"), (cols, "cols")):
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    """``rows`` and ``cols`` (default ``rows``) as Python ints, each a positive Python or NumPy
+    integer (not a bool)."""
+    rows = check_size(rows, "rows", "the grid rows")
+    cols = rows if cols is None else check_size(cols, "cols", "the grid columns")
     return rows, cols
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -83,6 +84,14 @@ def test_errors():
         image_to_pieces(torch.zeros(28, 28), 2)
     with pytest.raises(ValueError, match="rows must be a positive int"):
         image_to_pieces(torch.zeros(1, 28, 28), 0)
+    for f in (crop_to_grid, resize_to_grid, image_to_pieces):
+        for bad in (True, 2.0, np.float64(2)):
+            with pytest.raises(ValueError, match="rows must be a positive int"):
+                f(torch.zeros(1, 28, 28), bad)
+            with pytest.raises(ValueError, match="cols must be a positive int"):
+                f(torch.zeros(1, 28, 28), 2, bad)
+    with pytest.raises(ValueError, match="rows must be a positive int"):
+        pieces_to_image(torch.zeros(1, 1, 2, 2), True)
     with pytest.raises(ValueError, match="n=4"):
         pieces_to_image(torch.zeros(9, 1, 2, 2), 2)
     with pytest.raises(ValueError, match="smaller than"):
@@ -105,3 +114,14 @@ def test_resize_to_grid_sizes(grid, size):
         assert images.min() <= resized.min() and resized.max() <= images.max()
         assert torch.allclose(resized.mean((-1, -2)), images.mean((-1, -2)), atol=0.02)
     assert resize_to_grid(torch.zeros(1, 28, 21), 3, 2).shape == (1, 30, 22)
+
+
+def test_grid_sizes_may_be_numpy_integers():
+    """rows and cols are checked like every size in the library: NumPy integers are ints."""
+    images = torch.rand(2, 1, 28, 21, generator=torch.Generator().manual_seed(0))
+    rows, cols = np.int64(4), np.int32(7)
+    assert torch.equal(crop_to_grid(images, rows, cols), crop_to_grid(images, 4, 7))
+    assert torch.equal(resize_to_grid(images, np.int64(3)), resize_to_grid(images, 3))
+    pieces = image_to_pieces(images, rows, cols)
+    assert torch.equal(pieces, image_to_pieces(images, 4, 7)) and pieces.shape[1] == 28
+    assert torch.equal(pieces_to_image(pieces, rows, cols), images)
