@@ -8,7 +8,7 @@ returns a scalar tensor of the default floating dtype.
 import torch
 
 from pyro_permutations.ops import kendall_tau
-from pyro_permutations.ops._validation import check_perm, check_tensor
+from pyro_permutations.ops._validation import check_perm, check_tensor, is_int
 
 __all__ = [
     "kendall_tau_mean",
@@ -177,13 +177,13 @@ def prop_wrong_objects(reconstructed, ordered, object_dims):
             f"reconstructed {tuple(reconstructed.shape)} and ordered {tuple(ordered.shape)} "
             "must have the same shape"
         )
-    if isinstance(object_dims, bool) or not isinstance(object_dims, int):
-        raise TypeError(f"object_dims must be an int, got {type(object_dims).__name__}")
-    if not 0 <= object_dims < reconstructed.dim():
+    if not is_int(object_dims) or not 0 <= object_dims < reconstructed.dim():
         raise ValueError(
-            f"object_dims must be in [0, {reconstructed.dim() - 1}] for a tensor of shape "
-            f"{tuple(reconstructed.shape)} (which needs a position axis), got {object_dims}"
+            f"object_dims must be an int in [0, {reconstructed.dim() - 1}] for a tensor of "
+            f"shape {tuple(reconstructed.shape)} (which needs a position axis), got "
+            f"{object_dims!r}"
         )
+    object_dims = int(object_dims)
     if reconstructed.numel() == 0:
         raise ValueError("reconstructed and ordered must not be empty")
     differs = reconstructed != ordered

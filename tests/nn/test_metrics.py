@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import scipy.stats
 import torch
@@ -142,7 +143,14 @@ def test_prop_wrong_objects_errors():
     x = torch.zeros(2, 3, 4)
     with pytest.raises(ValueError, match="same shape"):
         prop_wrong_objects(x, torch.zeros(1, 3, 4), object_dims=1)
-    with pytest.raises(ValueError, match="object_dims must be in"):
-        prop_wrong_objects(x, x, object_dims=3)
-    with pytest.raises(TypeError, match="object_dims must be an int"):
-        prop_wrong_objects(x, x, object_dims=1.0)
+    for bad in (3, -1, 1.0, True, np.float64(1.0), "1"):
+        with pytest.raises(ValueError, match=r"object_dims must be an int in \[0, 2\]"):
+            prop_wrong_objects(x, x, object_dims=bad)
+
+
+def test_prop_wrong_objects_takes_numpy_object_dims():
+    x = torch.zeros(2, 3, 4)
+    y = x.clone()
+    y[0, 1, 2] = 1.0
+    for object_dims in (np.int64(1), np.int32(1)):
+        assert prop_wrong_objects(y, x, object_dims=object_dims).item() == pytest.approx(1 / 6)
