@@ -155,7 +155,8 @@ class Mallows(DiscretePermutationDistribution):
 
     :param torch.Tensor center: long tensor of shape ``(..., N)`` holding permutations
         (the centre, also the mode).
-    :param theta: dispersion ``theta >= 0``, a float or a floating tensor; ``batch_shape`` is
+    :param theta: dispersion ``theta >= 0``, a float or a floating tensor, moved to
+        ``center``'s device (where samples and ``log_prob`` are computed); ``batch_shape`` is
         the broadcast of ``center.shape[:-1]`` and ``theta.shape``.
     :param str distance: ``"kendall"`` (default), ``"footrule"``, ``"hamming"`` or ``"cayley"``.
 
@@ -206,8 +207,9 @@ class Mallows(DiscretePermutationDistribution):
             )
         if not isinstance(theta, torch.Tensor):
             theta = torch.tensor(theta, dtype=torch.get_default_dtype(), device=center.device)
-        elif not theta.dtype.is_floating_point:
-            theta = theta.to(torch.get_default_dtype())
+        else:  # theta joins the centre's device, where every distance is computed
+            dtype = theta.dtype if theta.dtype.is_floating_point else torch.get_default_dtype()
+            theta = theta.to(dtype=dtype, device=center.device)
         try:
             batch_shape = torch.broadcast_shapes(center.shape[:-1], theta.shape)
         except RuntimeError as e:

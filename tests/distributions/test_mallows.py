@@ -280,6 +280,22 @@ def test_errors_name_the_argument():
         footrule9.enumerate_support()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("theta", [1.0, torch.tensor(1.0), torch.tensor([0.5, 2.0])])
+def test_cuda_center_with_a_cpu_theta(distance, theta):
+    center = torch.tensor([2, 0, 3, 1])
+    cpu = Mallows(center, theta, distance=distance)
+    d = Mallows(center.cuda(), theta, distance=distance)
+    assert d.theta.device.type == "cuda" and d.theta.dtype == torch.get_default_dtype()
+    x = d.sample((3,))
+    assert x.device.type == "cuda" and x.shape == (3,) + d.batch_shape + (4,)
+    log_p = d.log_prob_all()
+    assert log_p.device.type == "cuda"
+    torch.testing.assert_close(log_p.cpu(), cpu.log_prob_all())
+    assert d.expand((5,) + d.batch_shape).sample().device.type == "cuda"
+
+
 @pytest.mark.parametrize("distance", ["kendall", "footrule"])
 def test_trace_enum_elbo_is_exact_marginal_likelihood(distance):
     n = 4
