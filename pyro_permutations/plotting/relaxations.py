@@ -1,5 +1,6 @@
 """[BP] Figure 1: relaxations of categorical variables and of permutations, side by side."""
 
+import math
 import numbers
 
 import torch
@@ -11,6 +12,7 @@ from pyro_permutations.distributions import (
     StickBreakingSimplex,
 )
 from pyro_permutations.ops import all_permutations, perm_to_matrix
+from pyro_permutations.ops._validation import is_int
 from pyro_permutations.plotting.projections import birkhoff3_to_plane, simplex_to_plane
 
 __all__ = ["plot_relaxations"]
@@ -183,7 +185,8 @@ def plot_relaxations(
     :param int grid_size: the simplex grid has ``grid_size - 1`` points per side.
     :returns: a :class:`matplotlib.figure.Figure` (no pyplot state; saving it is the caller's
         choice).
-    :raises ValueError: for a temperature outside ``(0, 1)``, bad ``probs`` or counts.
+    :raises ValueError: for a temperature outside ``(0, 1)``, bad ``probs``, counts, ``seed``
+        or ``rounding_scale``.
 
     Example::
 
@@ -202,8 +205,25 @@ def plot_relaxations(
     temperatures = _check_temperatures(temperatures)
     probs = _check_probs(probs)
     for name, value in (("num_samples", num_samples), ("grid_size", grid_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 3:
+        if not is_int(value) or value < 3:
             raise ValueError(f"{name} must be an int >= 3, got {value!r}")
+    num_samples, grid_size = int(num_samples), int(grid_size)
+    if not is_int(seed) or not -(2**63) <= seed < 2**64:
+        raise ValueError(
+            f"seed must be an int (a Python or NumPy integer, not a bool) that "
+            f"torch.manual_seed takes, in [-2**63, 2**64), got {seed!r}"
+        )
+    seed = int(seed)
+    if (
+        not isinstance(rounding_scale, numbers.Real)
+        or isinstance(rounding_scale, bool)
+        or not 0 < rounding_scale < math.inf
+    ):
+        raise ValueError(
+            f"rounding_scale must be a positive finite real number (the standard deviation of "
+            f"the rounding Gaussian in panel (d)), got {rounding_scale!r}"
+        )
+    rounding_scale = float(rounding_scale)
     if birkhoff_loc is None:
         perms = torch.tensor([[0, 1, 2], [1, 2, 0], [2, 0, 1]])
         weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)

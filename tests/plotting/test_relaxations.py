@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,11 +86,37 @@ def test_plot_relaxations_layout_and_rng_restored():
         ({"num_samples": 0}, "num_samples"),
         ({"grid_size": 2.5}, "grid_size"),
         ({"birkhoff_loc": torch.eye(4)}, "birkhoff_loc"),
+        ({"num_samples": True}, "num_samples"),
+        ({"grid_size": np.float64(10)}, "grid_size"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"seed": 2**64}, "seed"),
+        ({"rounding_scale": -1.0}, "rounding_scale"),
+        ({"rounding_scale": 0}, "rounding_scale"),
+        ({"rounding_scale": float("inf")}, "rounding_scale"),
+        ({"rounding_scale": True}, "rounding_scale"),
     ],
 )
 def test_plot_relaxations_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
         plot_relaxations(**kwargs)
+
+
+def test_plot_relaxations_takes_numpy_numbers():
+    """Counts and the seed may be NumPy integers and rounding_scale any real number, as
+    everywhere in the library: the figure is the one of the Python numbers."""
+    kwargs = {"temperatures": (0.5,), "num_samples": 20, "grid_size": 6, "seed": 3}
+    fig = plot_relaxations(
+        temperatures=(np.float32(0.5),),
+        num_samples=np.int64(20),
+        grid_size=np.int32(6),
+        seed=np.int64(3),
+        rounding_scale=np.float32(0.25),
+    )
+    expected = plot_relaxations(rounding_scale=0.25, **kwargs)
+    for ax, ax_expected in zip(fig.axes[:4], expected.axes[:4], strict=True):
+        for dots, dots_expected in zip(ax.collections, ax_expected.collections, strict=True):
+            assert (dots.get_offsets() == dots_expected.get_offsets()).all()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
