@@ -10,6 +10,20 @@ from pyro_permutations.ops._validation import check_size
 __all__ = ["UniformPermutation"]
 
 
+def _check_device(device):
+    """``device`` as a ``torch.device``; ``None`` is torch's default device."""
+    if device is None:
+        return torch.empty(()).device
+    if isinstance(device, (str, torch.device)):
+        try:
+            return torch.device(device)
+        except RuntimeError:
+            pass
+    raise ValueError(
+        f"device must be a torch.device or a device string such as 'cpu' or 'cuda', got {device!r}"
+    )
+
+
 class UniformPermutation(DiscretePermutationDistribution):
     """Uniform distribution over the permutations of ``n`` items.
 
@@ -23,12 +37,15 @@ class UniformPermutation(DiscretePermutationDistribution):
     values ``(..., n)`` broadcast against the batch shape. :meth:`enumerate_support` lists the
     ``n!`` permutations in lexicographic order (``n <= 8``), so a ``UniformPermutation`` site
     can be enumerated by Pyro's ``TraceEnum_ELBO``. The distribution has no tensor parameters:
-    samples and enumerated values are on the CPU, and :meth:`log_prob` has the default dtype
+    samples and enumerated values are on ``device`` (give the model's device, e.g. ``"cuda"``,
+    to enumerate there), and :meth:`log_prob` has the default dtype
     (``torch.get_default_dtype()``) on the value's device; Pyro's enumeration needs every site's
     ``log_prob`` in one dtype, so in a float64 model set the default dtype to float64.
 
     :param int n: number of items, ``n >= 1`` (a Python or NumPy integer).
     :param batch_shape: batch shape (default ``()``).
+    :param device: a ``torch.device`` or device string, where samples and enumerated values
+        are made (default: torch's default device, normally the CPU).
 
     Example::
 
@@ -45,18 +62,23 @@ class UniformPermutation(DiscretePermutationDistribution):
     arg_constraints = {}
     has_rsample = False
 
-    def __init__(self, n, batch_shape=(), validate_args=None):
+    def __init__(self, n, batch_shape=(), device=None, validate_args=None):
         n = check_size(n, "n", "the number of items")
+        self.device = _check_device(device)
         super().__init__(batch_shape, n, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(UniformPermutation, _instance)
+        new.device = self.device
         super(UniformPermutation, new).__init__(batch_shape, self.n, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
+    def _device(self):
+        return self.device
+
     def sample(self, sample_shape=torch.Size()):
-        return torch.rand(self._extended_shape(sample_shape)).argsort(dim=-1)
+        return torch.rand(self._extended_shape(sample_shape), device=self.device).argsort(dim=-1)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -112,6 +112,46 @@ def test_enumerated_in_trace_enum_elbo(plate):
     assert loss == pytest.approx(-log_marginal.item(), rel=1e-5)
 
 
+def test_device_places_samples_and_enumerated_values():
+    """On the meta device, which (as CUDA) does not mix with CPU tensors."""
+    assert UniformPermutation(3).device == torch.device("cpu")
+    d = UniformPermutation(3, batch_shape=(2,), device="meta", validate_args=False)
+    assert d.device == torch.device("meta")
+    for e in [d, d.expand((5, 2))]:
+        assert e.device == d.device
+        sample = e.sample((4,))
+        assert sample.device == d.device and sample.shape == (4,) + e.batch_shape + (3,)
+        assert e.enumerate_support().device == d.device
+        assert e.log_prob_all().device == d.device
+    # log_prob follows the value's device, as for any value of this parameterless law.
+    assert d.log_prob(torch.tensor([2, 0, 1])).device == torch.device("cpu")
+    for bad in ["gpu", 0, torch.zeros(1)]:
+        with pytest.raises(ValueError, match="device must be a torch.device"):
+            UniformPermutation(3, device=bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("plate", [False, True])
+def test_enumerated_on_cuda(plate):
+    torch.manual_seed(0)
+    n = 3
+    locs = torch.tensor([-2.0, 0.0, 1.0])
+    data = torch.randn((2, n) if plate else (n,))
+
+    def loss(device):
+        def model():
+            with pyro.plate("items", 2, device=device) if plate else contextlib.nullcontext():
+                d = UniformPermutation(n, device=device)
+                perm = pyro.sample("perm", d, infer={"enumerate": "parallel"})
+                assert perm.device.type == device
+                obs = data.to(device)
+                pyro.sample("obs", dist.Normal(locs.to(device)[perm], 1.0).to_event(1), obs=obs)
+
+        return TraceEnum_ELBO(max_plate_nesting=int(plate)).loss(model, lambda: None)
+
+    assert loss("cuda") == pytest.approx(loss("cpu"), rel=1e-5)
+
+
 def test_methods_named_by_the_base_docstring_exist():
     from pyro_permutations.distributions._discrete_permutation import (
         DiscretePermutationDistribution,
