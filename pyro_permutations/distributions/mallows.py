@@ -18,6 +18,7 @@ from pyro_permutations.ops import (
     kendall_distance,
 )
 from pyro_permutations.ops._validation import MAX_ENUMERATE_N, check_perm
+from pyro_permutations.ops.permutations import _broadcast_batch
 
 __all__ = ["Mallows"]
 
@@ -134,8 +135,9 @@ class Mallows(DiscretePermutationDistribution):
     **Values** are long tensors ``(..., N)`` with the library's convention ``perm[i] = j``:
     item (row) ``i`` goes to position (column) ``j``. :meth:`log_prob` is exact and broadcasts
     values ``(..., N)`` against the batch shape (as Pyro's enumeration over
-    :meth:`enumerate_support` needs); values that are not permutations get ``-inf`` (or raise
-    with ``validate_args``). :attr:`mode` is the centre (the unique mode when ``theta > 0``).
+    :meth:`enumerate_support` needs); they must be on the centre's device. Values that are not
+    permutations get ``-inf`` (or raise with ``validate_args``). :attr:`mode` is the centre
+    (the unique mode when ``theta > 0``).
 
     **Sampling** is exact and batched, as ``sigma`` around the identity composed with the
     centre:
@@ -260,7 +262,8 @@ class Mallows(DiscretePermutationDistribution):
             self._validate_sample(value)
         # Non-permutations are replaced by the identity for the distance, then get -inf.
         valid, safe = self._split_support(value)
-        d = _DISTANCES[self.distance](safe, self.center).to(self.theta.dtype)
+        safe, center = _broadcast_batch(safe, self.center, "value", "center")
+        d = _DISTANCES[self.distance](safe, center).to(self.theta.dtype)
         log_p = _neg_theta_times(self.theta, d) - self.log_normalizer
         return log_p.masked_fill(~valid, -math.inf)
 

@@ -8,6 +8,7 @@ from torch.distributions import constraints
 from pyro_permutations.distributions._discrete_permutation import DiscretePermutationDistribution
 from pyro_permutations.ops import invert_perm, sample_gumbel
 from pyro_permutations.ops._validation import check_floating
+from pyro_permutations.ops.permutations import _broadcast_batch
 
 __all__ = ["PlackettLuce"]
 
@@ -52,9 +53,10 @@ class PlackettLuce(DiscretePermutationDistribution):
     ``logits + G`` in decreasing order gives an ordering distributed as above, and ``perm``
     is its inverse. :meth:`log_prob` is exact, ``O(N)`` per value, and broadcasts values
     ``(..., N)`` against the batch shape (as for Pyro's enumeration over
-    :meth:`enumerate_support`); values that are not permutations get ``-inf`` (or raise with
-    ``validate_args``). :attr:`mode` ranks the items by decreasing logit (ties go to
-    the lower index). Samples are discrete: there is no ``rsample``.
+    :meth:`enumerate_support`); they must be on the logits' device. Values that are not
+    permutations get ``-inf`` (or raise with ``validate_args``). :attr:`mode` ranks the items
+    by decreasing logit (ties go to the lower index). Samples are discrete: there is no
+    ``rsample``.
 
     :param torch.Tensor logits: scores ``s`` of shape ``(..., N)``, floating point and finite;
         leading dimensions are the batch shape.
@@ -118,9 +120,8 @@ class PlackettLuce(DiscretePermutationDistribution):
         if self._validate_args:
             self._validate_sample(value)
         valid, perm = self._split_support(value)
-        shape = torch.broadcast_shapes(perm.shape[:-1], self.batch_shape) + (self.n,)
-        order = invert_perm(perm).expand(shape)
-        s = self.logits.expand(shape).gather(-1, order)  # s[k] = logits[order[k]]
+        perm, logits = _broadcast_batch(perm, self.logits, "value", "logits")
+        s = logits.gather(-1, invert_perm(perm))  # s[k] = logits[order[k]]
         # log sum_{m >= k} exp(s[m]): a reversed cumulative logsumexp.
         tail = torch.logcumsumexp(s.flip(-1), dim=-1).flip(-1)
         return (s - tail).sum(-1).masked_fill(~valid, -math.inf)

@@ -188,6 +188,34 @@ def test_non_permutations_get_minus_inf_like_mallows_and_uniform(value):
     assert torch.isfinite(grad).all()
 
 
+def test_a_value_on_another_device_or_batch_is_named():
+    """PlackettLuce and Mallows name the value and their parameter (not an internal ``p`` and
+    ``q``) when the value's batch shape does not broadcast or it is on another device (meta
+    here: it does not mix with the CPU, as CUDA does not)."""
+    dists = {
+        "logits": PlackettLuce(torch.zeros(2, 3), validate_args=False),
+        "center": Mallows(torch.tensor([[2, 0, 1], [0, 1, 2]]), 1.0, validate_args=False),
+    }
+    for name, d in dists.items():
+        with pytest.raises(ValueError, match=rf"value \(3,\) and {name} \(2,\) do not broadcast"):
+            d.log_prob(torch.tensor([[1, 2, 0]] * 3))
+        with pytest.raises(ValueError, match=f"value is on meta but {name} is on cpu"):
+            d.log_prob(torch.tensor([1, 2, 0], device="meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_log_prob_needs_the_value_on_cuda():
+    for name, d in {
+        "logits": PlackettLuce(torch.tensor([0.5, -1.0, 2.0], device="cuda")),
+        "center": Mallows(torch.tensor([2, 0, 1], device="cuda"), 1.0),
+    }.items():
+        value = torch.tensor([1, 2, 0])
+        log_p = d.log_prob(value.cuda())
+        assert log_p.device.type == "cuda" and torch.isfinite(log_p)
+        with pytest.raises(ValueError, match=f"value is on cpu but {name} is on cuda"):
+            d.log_prob(value)
+
+
 def observation_log_lik(perm, locs, data):
     """log N(data[i] | locs[perm[i]], 1), summed over the items: item i's reading depends on
     its position."""
