@@ -16,11 +16,14 @@ _ATOL = 1e-6
 
 
 def _check_pmfs(p, q):
-    """``p`` and ``q`` are pmfs ``(..., K)`` over the same ``K`` outcomes whose batch shapes
-    broadcast; returns them in their common dtype."""
+    """``p`` and ``q`` are pmfs ``(..., K)`` on one device over the same ``K`` outcomes whose
+    batch shapes broadcast; returns them in their common dtype."""
     for name, x in (("p", p), ("q", q)):
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
             raise ValueError(f"{name} must be a floating tensor of probabilities (..., K)")
+    if p.device != q.device:
+        raise ValueError(f"p is on {p.device} but q is on {q.device}; move them to one device")
+    for name, x in (("p", p), ("q", q)):
         if x.dim() < 1:
             raise ValueError(f"{name} must have at least one dimension (..., K)")
         if torch.isnan(x).any() or (x < 0).any():

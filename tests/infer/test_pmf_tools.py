@@ -108,6 +108,8 @@ def test_distance_extremes_and_batches():
         (torch.tensor([1, 0]), torch.tensor([0.5, 0.5]), "floating"),
         (torch.full((5, 4), 0.25), torch.full((2, 4), 0.25), r"p \(5,\) and q \(2,\)"),
         (torch.full((2, 3, 4), 0.25), torch.full((2, 4), 0.25), r"p \(2, 3\) and q \(2,\)"),
+        # The meta device does not mix with the CPU, as CUDA does not.
+        (torch.full((4,), 0.25), torch.full((4,), 0.25, device="meta"), "p is on cpu but q is"),
     ],
 )
 @pytest.mark.parametrize(
@@ -125,6 +127,17 @@ def test_distance_errors(distance, p, q, match):
     broadcast included: torch's RuntimeError named neither)."""
     with pytest.raises(ValueError, match=match):
         distance(p, q)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_distances_on_cuda():
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.2, 0.6])
+    for distance in [bhattacharyya_distance, hellinger_distance, total_variation_distance]:
+        d = distance(p.cuda(), q.cuda())
+        assert d.device.type == "cuda"
+        torch.testing.assert_close(d.cpu(), distance(p, q))
+        with pytest.raises(ValueError, match="p is on cuda:0 but q is on cpu"):
+            distance(p.cuda(), q)
 
 
 def test_plot_pmf_comparison():
