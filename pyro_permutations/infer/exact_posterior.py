@@ -67,8 +67,33 @@ class _LatentCheck(Messenger):
             raise _LatentFound(msg["name"])
 
 
-def _value_dtype(fn, site, kind, dtype):
-    """The dtype and device of the values enumerated at a site with distribution ``fn``."""
+def _wrapped(fn):
+    """``fn`` and the distributions it wraps, outermost first: the ``base_dist`` chain of
+    Independent, masked, expanded and transformed distributions (e.g. ``StickBreakingBirkhoff``,
+    a transformed ``Normal(loc, scale).to_event(2)``)."""
+    seen = set()
+    while fn is not None and id(fn) not in seen:
+        seen.add(id(fn))
+        yield fn
+        fn = getattr(fn, "base_dist", None)
+
+
+def _check_device(device):
+    if isinstance(device, (str, torch.device)):
+        try:
+            return torch.device(device)
+        except RuntimeError:
+            pass
+    raise ValueError(
+        f"device must be None, a torch.device or a device string such as 'cuda', got {device!r}"
+    )
+
+
+def _site_dtype_device(fn, site, kind, dtype, device):
+    """The dtype and device of the values enumerated at a site with distribution ``fn``:
+    ``dtype`` and ``device`` where given, else those of the first floating tensor held by
+    ``fn`` or a distribution it wraps (its parameters); else the distribution's own ``device``
+    (``UniformPermutation``), the device of any tensor it holds, or torch's defaults."""
     if kind == "perm":
         if dtype is not None:
             raise ValueError(
@@ -80,16 +105,23 @@ def _value_dtype(fn, site, kind, dtype):
         raise ValueError(
             f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
         )
-    for value in vars(fn).values():  # the device (and dtype) of the site's parameters
-        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
-            return dtype or value.dtype, value.device
-    return dtype or torch.get_default_dtype(), torch.device("cpu")
+    if device is not None:
+        device = _check_device(device)
+    tensors = [
+        value for d in _wrapped(fn) for value in vars(d).values() if isinstance(value, torch.Tensor)
+    ]
+    floating = [t for t in tensors if t.dtype.is_floating_point]
+    own = [d.device for d in _wrapped(fn) if isinstance(getattr(d, "device", None), torch.device)]
+    found = [t.device for t in floating] + own + [t.device for t in tensors]
+    default = torch.empty(())
+    dtype = dtype or (floating[0].dtype if floating else default.dtype)
+    return dtype, device or (found[0] if found else default.device)
 
 
 def _first_trace(model, site, value, args, kwargs):
     """One plain trace of the model with ``site`` at ``value`` (no batch dimension), after
     checking that every other sample site is observed; a model that fails on ``value``'s dtype
-    gets a hint to pass ``dtype``."""
+    or device gets a hint to pass ``dtype`` or ``device``."""
     conditioned = poutine.condition(model, data={site: value})
     try:
         with _LatentCheck(site):
@@ -105,6 +137,12 @@ def _first_trace(model, site, value, args, kwargs):
                 f"the model failed on a permutation matrix of dtype {value.dtype} at site "
                 f"{site!r} ({str(e).splitlines()[0]}); if the model computes in another dtype, "
                 f"pass it as dtype (e.g. dtype=torch.float64)"
+            ) from e
+        if re.search(r"device", str(e), re.I):
+            raise ValueError(
+                f"the model failed on a value on {value.device} at site {site!r} "
+                f"({str(e).splitlines()[0]}); if the model computes on another device, pass it "
+                f"as device (e.g. device='cuda')"
             ) from e
         raise
 
@@ -125,7 +163,7 @@ def _log_joint(model, site, value, nesting, prior, args, kwargs):
         return not site_is_subsample(node) and not (prior == "uniform" and name == site)
 
     trace.compute_log_prob(counted)
-    total = value.new_zeros(count, dtype=torch.float64)
+    total = None
     for name, node in trace.nodes.items():
         if node["type"] != "sample" or not counted(name, node):
             continue
@@ -142,8 +180,18 @@ def _log_joint(model, site, value, nesting, prior, args, kwargs):
                 f"pass max_plate_nesting"
             )
         lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)
-        total = total + lp.reshape(lp.shape[0], -1).sum(-1).double()
-    return total
+        lp = lp.reshape(lp.shape[0], -1).sum(-1).double()
+        # On the log-probs' device, which is the model's when it moves the values itself; a
+        # site scored on the CPU (a value's own device) joins an accelerator's.
+        if total is None:
+            total = lp
+        elif lp.device != total.device and total.device.type == "cpu":
+            total = total.to(lp.device) + lp
+        else:
+            total = total + lp.to(total.device)
+    if total is None:
+        return value.new_zeros(count, dtype=torch.float64)
+    return total.expand(count)
 
 
 def exact_posterior(
@@ -155,6 +203,7 @@ def exact_posterior(
     prior="model",
     log=False,
     dtype=None,
+    device=None,
     **kwargs,
 ):
     """Exact posterior probabilities of all ``N!`` permutations at one site of a Pyro model.
@@ -194,13 +243,21 @@ def exact_posterior(
     :param bool log: return log-probabilities instead.
     :param torch.dtype dtype: floating dtype of the permutation matrices a matrix site is given.
         By default the dtype of the site distribution's floating parameters (that of its own
-        samples, e.g. ``GumbelSinkhorn``'s ``log_alpha``), or ``torch.get_default_dtype()`` for
-        a distribution without any, such as ``FlatBirkhoff``: pass ``dtype=torch.float64`` for
-        a float64 model with such a site. A permutation site gets long tensors (leave ``None``).
-    :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``.
+        samples: ``GumbelSinkhorn``'s ``log_alpha``, or the base ``loc`` of a transformed
+        distribution such as ``StickBreakingBirkhoff``), or ``torch.get_default_dtype()`` for a
+        distribution without any, such as ``FlatBirkhoff``: pass ``dtype=torch.float64`` for a
+        float64 model with such a site. A permutation site gets long tensors (leave ``None``).
+    :param device: device of the values the site is given (a ``torch.device`` or a string).
+        By default that of the site distribution's parameters, found as for ``dtype`` (or its
+        ``device``, as ``UniformPermutation``'s), or torch's default device for a distribution
+        without any, such as ``FlatBirkhoff``: pass ``device="cuda"`` for a CUDA model with
+        such a site.
+    :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``, on the device of
+        the model's log-probabilities.
     :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), the site is missing,
         another site is latent (checked on one plain trace, before the vectorised ones), the
-        site is continuous and ``prior="model"``, or the model fails on the values' dtype.
+        site is continuous and ``prior="model"``, or the model fails on the values' dtype or
+        device.
 
     Example::
 
@@ -254,7 +311,7 @@ def exact_posterior(
             f"pass prior='uniform' for a uniform prior over permutations, or give the site a "
             f"discrete distribution over permutations (e.g. Mallows) for another prior"
         )
-    dtype, device = _value_dtype(fn, site, kind, dtype)
+    dtype, device = _site_dtype_device(fn, site, kind, dtype, device)
     perms = all_permutations(n, device=device)
     trace = _first_trace(model, site, _values(perms[:1], kind, dtype)[0], args, kwargs)
     if max_plate_nesting is None:
@@ -276,7 +333,7 @@ def exact_posterior(
         parts.append(_log_joint(model, site, value, max_plate_nesting, prior, args, kwargs))
     log_joint = torch.cat(parts)
     if torch.isnan(log_joint).any():
-        bad = perms[torch.isnan(log_joint)][0].tolist()
+        bad = perms[int(torch.isnan(log_joint).nonzero()[0, 0])].tolist()
         raise ValueError(
             f"the model's log joint is NaN at permutation {bad}; check the model's densities "
             f"at permutation values (or pass prior='uniform' if only the site's density fails)"

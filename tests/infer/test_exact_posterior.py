@@ -13,6 +13,7 @@ from pyro_permutations.distributions import (
     RoundingBirkhoff,
     RoundingPrior,
     StickBreakingBirkhoff,
+    UniformPermutation,
 )
 from pyro_permutations.infer import exact_posterior
 from pyro_permutations.ops import all_permutations, perm_to_matrix
@@ -125,6 +126,108 @@ def test_values_take_the_models_dtype(problem):
 
     with pytest.raises(ValueError, match="site 'perm' holds permutations"):
         exact_posterior(permutation_model, "perm", dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: StickBreakingBirkhoff(torch.zeros(3, 3, dtype=torch.float64), 1.0),
+        lambda: RoundingBirkhoff(torch.full((4, 4), 0.25, dtype=torch.float64), 0.3, 0.5),
+        lambda: StickBreakingBirkhoff(torch.zeros(3, 3, dtype=torch.float64), 1.0).mask(False),
+        lambda: dist.Normal(torch.zeros(4, 4, dtype=torch.float64), 1.0).to_event(2),
+    ],
+    ids=["StickBreakingBirkhoff", "RoundingBirkhoff", "masked", "Independent"],
+)
+def test_values_take_the_dtype_of_a_wrapped_distribution(problem, make):
+    """The parameters of a transformed distribution are those of its base (``loc`` of the
+    Normal inside StickBreakingBirkhoff and RoundingBirkhoff), found through any wrapper."""
+    centers, obs = problem  # float64
+    seen = set()
+
+    def model():
+        p = pyro.sample("P", make())
+        seen.add(p.dtype)
+        pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
+
+    probs = exact_posterior(model, "P", prior="uniform")
+    assert seen == {torch.float64}
+    assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
+
+
+def test_a_model_on_another_device_is_told_to_pass_device(problem):
+    """The meta device does not mix with the CPU, as CUDA does not."""
+    centers, obs = problem
+
+    shift = torch.zeros_like(obs, device="meta")
+
+    def model():
+        p = pyro.sample("P", FlatBirkhoff(4))
+        pyro.sample("y", dist.Normal(p @ centers + shift, SIGMA).to_event(2), obs=obs)
+
+    with pytest.raises(ValueError, match=r"value on cpu at site 'P'.*device='cuda'"):
+        exact_posterior(model, "P", prior="uniform", dtype=torch.float64)
+    for bad in ["gpu", 0, torch.float64]:
+        with pytest.raises(ValueError, match="device must be None, a torch.device"):
+            exact_posterior(model, "P", prior="uniform", device=bad)
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@needs_cuda
+def test_cuda_matrix_sites(problem):
+    centers, obs = problem
+    expected = by_hand(centers, obs)
+    centers, obs = centers.cuda(), obs.cuda()
+
+    def flat_model():
+        p = pyro.sample("P", FlatBirkhoff(4))
+        pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
+
+    with pytest.raises(ValueError, match="pass it as device"):
+        exact_posterior(flat_model, "P", prior="uniform", dtype=torch.float64)
+    probs = exact_posterior(flat_model, "P", prior="uniform", dtype=torch.float64, device="cuda")
+    assert probs.device.type == "cuda"
+    torch.testing.assert_close(probs.cpu(), expected)
+
+    def moving_model():  # the values stay on the CPU, and the model moves them
+        p = pyro.sample("P", FlatBirkhoff(4))
+        pyro.sample("y", dist.Normal(p.to(centers) @ centers, SIGMA).to_event(2), obs=obs)
+
+    probs = exact_posterior(moving_model, "P", prior="uniform")
+    assert probs.device.type == "cuda"
+    torch.testing.assert_close(probs.cpu(), expected)
+
+    def stick_breaking_model():  # CUDA values from the base Normal's loc
+        loc = torch.zeros(3, 3, dtype=torch.float64, device="cuda")
+        p = pyro.sample("P", StickBreakingBirkhoff(loc, 1.0))
+        pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
+
+    probs = exact_posterior(stick_breaking_model, "P", prior="uniform")
+    assert probs.device.type == "cuda"
+    torch.testing.assert_close(probs.cpu(), expected)
+
+
+@needs_cuda
+def test_cuda_permutation_sites(problem):
+    centers, obs = problem
+    expected = by_hand(centers, obs)
+    centers, obs = centers.cuda(), obs.cuda()
+    sites = {
+        "cpu values": lambda: UniformPermutation(4),
+        "device": lambda: UniformPermutation(4, device="cuda"),
+        "parameters": lambda: Mallows(torch.arange(4, device="cuda"), 0.0),
+    }
+    for name, make in sites.items():
+
+        def model(make=make):
+            perm = pyro.sample("perm", make())
+            # Observation i comes from centre perm[i] (a CPU index into a CUDA tensor is fine).
+            pyro.sample("y", dist.Normal(centers[perm], SIGMA).to_event(2), obs=obs)
+
+        probs = exact_posterior(model, "perm")  # a uniform prior: the site's own
+        assert probs.device.type == "cuda", name
+        torch.testing.assert_close(probs.cpu(), expected)
 
 
 CONTINUOUS_SITES = {
