@@ -171,7 +171,11 @@ class GumbelSinkhorn(TorchDistribution):
         (N, N)``, differentiable in ``log_alpha`` and ``temperature``."""
         shape = self._extended_shape(sample_shape)
         eps = sample_gumbel(shape, dtype=self.log_alpha.dtype, device=self.log_alpha.device)
-        return (self.log_alpha + eps) / self._tau()
+        # Forbidden pairs are set to -inf after the division: -inf / tau would give the
+        # temperature a NaN gradient (0 * inf) there.
+        forbidden = torch.isneginf(self.log_alpha)
+        scores = (self.log_alpha.masked_fill(forbidden, 0.0) + eps) / self._tau()
+        return scores.masked_fill(forbidden, -math.inf)
 
     def scores_to_matrix(self, scores):
         """``S(Z)`` with this distribution's Sinkhorn options, carrying ``Z``."""
@@ -192,7 +196,11 @@ class GumbelSinkhorn(TorchDistribution):
         tau = self._tau()
         forbidden = torch.isneginf(self.log_alpha)
         absent = torch.isneginf(scores)
-        u = torch.where(forbidden | absent, 0.0, tau * scores - self.log_alpha)
+        # Masked before the arithmetic, so that no gradient meets an infinity.
+        skip = forbidden | absent
+        u = torch.where(
+            skip, 0.0, tau * scores.masked_fill(skip, 0.0) - self.log_alpha.masked_fill(skip, 0.0)
+        )
         per_entry = torch.log(tau) - u - torch.exp(-u)
         per_entry = torch.where(forbidden & absent, 0.0, per_entry)
         per_entry = torch.where(forbidden ^ absent, -math.inf, per_entry)

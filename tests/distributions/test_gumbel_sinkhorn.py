@@ -207,12 +207,39 @@ def test_svi_with_the_same_forbidden_pairs_in_model_and_guide_is_finite(elbo):
 
     def guide():
         log_alpha = pyro.param("log_alpha", torch.zeros(4, 4))
-        pyro.sample("P", GumbelSinkhorn(log_alpha + mask, 0.5))
+        tau = pyro.param(
+            "tau", torch.tensor(0.5), constraint=torch.distributions.constraints.positive
+        )
+        pyro.sample("P", GumbelSinkhorn(log_alpha + mask, tau))
 
     svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), elbo())
     losses = [svi.step() for _ in range(3)]
     assert all(math.isfinite(loss) for loss in losses)
     assert torch.isfinite(pyro.param("log_alpha")).all()
+    assert torch.isfinite(pyro.param("tau")) and pyro.param("tau") != 0.5  # learnt, not NaN
+
+
+def test_forbidden_pairs_give_the_temperature_a_finite_gradient():
+    """-inf scores times a zero gradient must not make the temperature's gradient NaN."""
+    torch.manual_seed(12)
+    mask = mask_pair(4, 0, 1, dtype=torch.float64)
+    tau = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
+    d = GumbelSinkhorn(torch.randn(4, 4, dtype=torch.float64) + mask, tau)
+    x = d.rsample((3,))
+    (grad_sample,) = torch.autograd.grad((x * torch.randn(4, 4, dtype=torch.float64)).sum(), tau)
+    z = perturbed_scores(x).detach()
+    (grad_density,) = torch.autograd.grad(d.log_prob_scores(z).sum(), tau)
+    assert torch.isfinite(grad_sample) and torch.isfinite(grad_density)
+    # the density's gradient is that of the allowed entries alone, which finite differences give
+    h = 1e-6
+    allowed = ~torch.isneginf(mask)
+
+    def density(t):
+        u = t * z[:, allowed] - d.log_alpha[allowed]
+        return (torch.log(t) - u - torch.exp(-u)).sum()
+
+    numeric = (density(tau.detach() + h) - density(tau.detach() - h)) / (2 * h)
+    assert grad_density.item() == pytest.approx(numeric.item(), rel=1e-6)
 
 
 def test_gumbel_matching_zero_scores_is_uniform():
