@@ -85,7 +85,8 @@ def _check_device(device):
         except RuntimeError:
             pass
     raise ValueError(
-        f"device must be None, a torch.device or a device string such as 'cuda', got {device!r}"
+        "value_device must be None, a torch.device or a device string such as 'cuda', "
+        f"got {device!r}"
     )
 
 
@@ -97,13 +98,13 @@ def _site_dtype_device(fn, site, kind, dtype, device):
     if kind == "perm":
         if dtype is not None:
             raise ValueError(
-                f"dtype applies to a site holding matrices, but site {site!r} holds permutations "
-                f"(long tensors of shape (N,)); leave dtype=None"
+                f"value_dtype applies to a site holding matrices, but site {site!r} holds "
+                "permutations (long tensors of shape (N,)); leave value_dtype=None"
             )
         dtype = torch.long
     elif dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(
-            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
+            f"value_dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
         )
     if device is not None:
         device = _check_device(device)
@@ -121,7 +122,7 @@ def _site_dtype_device(fn, site, kind, dtype, device):
 def _first_trace(model, site, value, args, kwargs):
     """One plain trace of the model with ``site`` at ``value`` (no batch dimension), after
     checking that every other sample site is observed; a model that fails on ``value``'s dtype
-    or device gets a hint to pass ``dtype`` or ``device``."""
+    or device gets a hint to pass ``value_dtype`` or ``value_device``."""
     conditioned = poutine.condition(model, data={site: value})
     try:
         with _LatentCheck(site):
@@ -136,13 +137,13 @@ def _first_trace(model, site, value, args, kwargs):
             raise ValueError(
                 f"the model failed on a permutation matrix of dtype {value.dtype} at site "
                 f"{site!r} ({str(e).splitlines()[0]}); if the model computes in another dtype, "
-                f"pass it as dtype (e.g. dtype=torch.float64)"
+                f"pass it as value_dtype (e.g. value_dtype=torch.float64)"
             ) from e
         if re.search(r"device", str(e), re.I):
             raise ValueError(
                 f"the model failed on a value on {value.device} at site {site!r} "
                 f"({str(e).splitlines()[0]}); if the model computes on another device, pass it "
-                f"as device (e.g. device='cuda')"
+                f"as value_device (e.g. value_device='cuda')"
             ) from e
         raise
 
@@ -202,8 +203,8 @@ def exact_posterior(
     chunk_size=8192,
     prior="model",
     log=False,
-    dtype=None,
-    device=None,
+    value_dtype=None,
+    value_device=None,
     **kwargs,
 ):
     """Exact posterior probabilities of all ``N!`` permutations at one site of a Pyro model.
@@ -241,16 +242,18 @@ def exact_posterior(
         site only); ``"uniform"`` ignores it (a uniform prior over permutations), needed for a
         continuous site, e.g. any relaxation (see above).
     :param bool log: return log-probabilities instead.
-    :param torch.dtype dtype: floating dtype of the permutation matrices a matrix site is given.
-        By default the dtype of the site distribution's floating parameters (that of its own
-        samples: ``GumbelSinkhorn``'s ``log_alpha``, or the base ``loc`` of a transformed
-        distribution such as ``StickBreakingBirkhoff``), or ``torch.get_default_dtype()`` for a
-        distribution without any, such as ``FlatBirkhoff``: pass ``dtype=torch.float64`` for a
-        float64 model with such a site. A permutation site gets long tensors (leave ``None``).
-    :param device: device of the values the site is given (a ``torch.device`` or a string).
-        By default that of the site distribution's parameters, found as for ``dtype`` (or its
+    :param torch.dtype value_dtype: floating dtype of the permutation matrices a matrix site
+        is given (named so that a model keyword ``dtype`` still reaches the model). By default
+        the dtype of the site distribution's floating parameters (that of its own samples:
+        ``GumbelSinkhorn``'s ``log_alpha``, or the base ``loc`` of a transformed distribution
+        such as ``StickBreakingBirkhoff``), or ``torch.get_default_dtype()`` for a distribution
+        without any, such as ``FlatBirkhoff``: pass ``value_dtype=torch.float64`` for a float64
+        model with such a site. A permutation site gets long tensors (leave ``None``).
+    :param value_device: device of the values the site is given (a ``torch.device`` or a
+        string). By default that of the site distribution's parameters, found as for
+        ``value_dtype`` (or its
         ``device``, as ``UniformPermutation``'s), or torch's default device for a distribution
-        without any, such as ``FlatBirkhoff``: pass ``device="cuda"`` for a CUDA model with
+        without any, such as ``FlatBirkhoff``: pass ``value_device="cuda"`` for a CUDA model with
         such a site.
     :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``, on the device of
         the model's log-probabilities.
@@ -311,7 +314,7 @@ def exact_posterior(
             f"pass prior='uniform' for a uniform prior over permutations, or give the site a "
             f"discrete distribution over permutations (e.g. Mallows) for another prior"
         )
-    dtype, device = _site_dtype_device(fn, site, kind, dtype, device)
+    dtype, device = _site_dtype_device(fn, site, kind, value_dtype, value_device)
     perms = all_permutations(n, device=device)
     trace = _first_trace(model, site, _values(perms[:1], kind, dtype)[0], args, kwargs)
     if max_plate_nesting is None:

@@ -59,6 +59,22 @@ def test_matrix_site_matches_hand_computation(problem):
     assert torch.allclose(log_probs.exp(), probs)
 
 
+def test_model_keywords_named_dtype_and_device_reach_the_model():
+    """Only ``value_dtype`` / ``value_device`` belong to exact_posterior; a model's own ``dtype``
+    or ``device`` keyword passes through like any other."""
+    seen = {}
+
+    def model(dtype=torch.float32, device="cpu"):
+        seen.update(dtype=dtype, device=device)
+        p = pyro.sample("P", FlatBirkhoff(3)).to(dtype)
+        obs = torch.eye(3, dtype=dtype)
+        pyro.sample("y", dist.Normal(p, 0.5).to_event(2), obs=obs)
+
+    probs = exact_posterior(model, "P", prior="uniform", dtype=torch.float64, device="any-device")
+    assert seen == {"dtype": torch.float64, "device": "any-device"}
+    assert probs.argmax() == 0  # the identity explains obs = I best
+
+
 def test_plates_and_model_arguments(problem):
     centers, _ = problem
     torch.manual_seed(1)
@@ -100,10 +116,10 @@ def test_values_take_the_models_dtype(problem):
         seen.add(p.dtype)
         pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
 
-    with pytest.raises(ValueError, match=r"float32 at site 'P'.*dtype=torch.float64"):
+    with pytest.raises(ValueError, match=r"float32 at site 'P'.*value_dtype=torch.float64"):
         exact_posterior(model, "P", prior="uniform")
     seen.clear()
-    probs = exact_posterior(model, "P", prior="uniform", dtype=torch.float64)
+    probs = exact_posterior(model, "P", prior="uniform", value_dtype=torch.float64)
     assert seen == {torch.float64}
     assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
     default = torch.get_default_dtype()
@@ -118,14 +134,14 @@ def test_values_take_the_models_dtype(problem):
         pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
 
     assert torch.allclose(exact_posterior(gumbel_sinkhorn_model, "P", prior="uniform"), probs)
-    with pytest.raises(ValueError, match="dtype must be a floating torch.dtype"):
-        exact_posterior(model, "P", prior="uniform", dtype=torch.long)
+    with pytest.raises(ValueError, match="value_dtype must be a floating torch.dtype"):
+        exact_posterior(model, "P", prior="uniform", value_dtype=torch.long)
 
     def permutation_model():
         pyro.sample("perm", Mallows(torch.arange(4), 0.7))
 
     with pytest.raises(ValueError, match="site 'perm' holds permutations"):
-        exact_posterior(permutation_model, "perm", dtype=torch.float64)
+        exact_posterior(permutation_model, "perm", value_dtype=torch.float64)
 
 
 @pytest.mark.parametrize(
@@ -164,11 +180,11 @@ def test_a_model_on_another_device_is_told_to_pass_device(problem):
         p = pyro.sample("P", FlatBirkhoff(4))
         pyro.sample("y", dist.Normal(p @ centers + shift, SIGMA).to_event(2), obs=obs)
 
-    with pytest.raises(ValueError, match=r"value on cpu at site 'P'.*device='cuda'"):
-        exact_posterior(model, "P", prior="uniform", dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"value on cpu at site 'P'.*value_device='cuda'"):
+        exact_posterior(model, "P", prior="uniform", value_dtype=torch.float64)
     for bad in ["gpu", 0, torch.float64]:
-        with pytest.raises(ValueError, match="device must be None, a torch.device"):
-            exact_posterior(model, "P", prior="uniform", device=bad)
+        with pytest.raises(ValueError, match="value_device must be None, a torch.device"):
+            exact_posterior(model, "P", prior="uniform", value_device=bad)
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -184,9 +200,11 @@ def test_cuda_matrix_sites(problem):
         p = pyro.sample("P", FlatBirkhoff(4))
         pyro.sample("y", dist.Normal(p @ centers, SIGMA).to_event(2), obs=obs)
 
-    with pytest.raises(ValueError, match="pass it as device"):
-        exact_posterior(flat_model, "P", prior="uniform", dtype=torch.float64)
-    probs = exact_posterior(flat_model, "P", prior="uniform", dtype=torch.float64, device="cuda")
+    with pytest.raises(ValueError, match="pass it as value_device"):
+        exact_posterior(flat_model, "P", prior="uniform", value_dtype=torch.float64)
+    probs = exact_posterior(
+        flat_model, "P", prior="uniform", value_dtype=torch.float64, value_device="cuda"
+    )
     assert probs.device.type == "cuda"
     torch.testing.assert_close(probs.cpu(), expected)
 
