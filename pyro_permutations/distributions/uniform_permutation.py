@@ -5,23 +5,9 @@ import math
 import torch
 
 from pyro_permutations.distributions._discrete_permutation import DiscretePermutationDistribution
-from pyro_permutations.ops._validation import check_size
+from pyro_permutations.ops._validation import check_device, check_size
 
 __all__ = ["UniformPermutation"]
-
-
-def _check_device(device):
-    """``device`` as a ``torch.device``; ``None`` is torch's default device."""
-    if device is None:
-        return torch.empty(()).device
-    if isinstance(device, (str, torch.device)):
-        try:
-            return torch.device(device)
-        except RuntimeError:
-            pass
-    raise ValueError(
-        f"device must be a torch.device or a device string such as 'cpu' or 'cuda', got {device!r}"
-    )
 
 
 class UniformPermutation(DiscretePermutationDistribution):
@@ -62,9 +48,9 @@ class UniformPermutation(DiscretePermutationDistribution):
     arg_constraints = {}
     has_rsample = False
 
-    def __init__(self, n, batch_shape=(), device=None, validate_args=None):
+    def __init__(self, n, batch_shape=(), validate_args=None, *, device=None):
         n = check_size(n, "n", "the number of items")
-        self.device = _check_device(device)
+        self.device = torch.empty(()).device if device is None else check_device(device, "device")
         super().__init__(batch_shape, n, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

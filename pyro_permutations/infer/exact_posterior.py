@@ -10,7 +10,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from pyro_permutations.ops import all_permutations, perm_to_matrix
-from pyro_permutations.ops._validation import MAX_ENUMERATE_N, is_int
+from pyro_permutations.ops._validation import MAX_ENUMERATE_N, check_device, is_int
 
 __all__ = ["exact_posterior"]
 
@@ -78,18 +78,6 @@ def _wrapped(fn):
         fn = getattr(fn, "base_dist", None)
 
 
-def _check_device(device):
-    if isinstance(device, (str, torch.device)):
-        try:
-            return torch.device(device)
-        except RuntimeError:
-            pass
-    raise ValueError(
-        "value_device must be None, a torch.device or a device string such as 'cuda', "
-        f"got {device!r}"
-    )
-
-
 def _site_dtype_device(fn, site, kind, dtype, device):
     """The dtype and device of the values enumerated at a site with distribution ``fn``:
     ``dtype`` and ``device`` where given, else those of the first floating tensor held by
@@ -107,7 +95,7 @@ def _site_dtype_device(fn, site, kind, dtype, device):
             f"value_dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
         )
     if device is not None:
-        device = _check_device(device)
+        device = check_device(device, "value_device")
     tensors = [
         value for d in _wrapped(fn) for value in vars(d).values() if isinstance(value, torch.Tensor)
     ]

@@ -43,6 +43,18 @@ def is_int(n):
     return isinstance(n, numbers.Integral) and not isinstance(n, bool)
 
 
+def check_device(device, name):
+    """``device`` (a ``torch.device`` or a device string) as a ``torch.device``."""
+    if isinstance(device, (str, torch.device)):
+        try:
+            return torch.device(device)
+        except RuntimeError:
+            pass
+    raise ValueError(
+        f"{name} must be a torch.device or a device string such as 'cpu' or 'cuda', got {device!r}"
+    )
+
+
 def check_size(n, name, meaning):
     """``n`` is a positive integer (a Python or NumPy integer, not a bool); returns ``int(n)``.
 

@@ -112,6 +112,13 @@ def test_enumerated_in_trace_enum_elbo(plate):
     assert loss == pytest.approx(-log_marginal.item(), rel=1e-5)
 
 
+def test_validate_args_keeps_its_position_and_device_is_keyword_only():
+    d = UniformPermutation(3, (2,), False)  # (n, batch_shape, validate_args) as before
+    assert d._validate_args is False and d.batch_shape == (2,)
+    with pytest.raises(TypeError):
+        UniformPermutation(3, (), None, "cpu")
+
+
 def test_device_places_samples_and_enumerated_values():
     """On the meta device, which (as CUDA) does not mix with CPU tensors."""
     assert UniformPermutation(3).device == torch.device("cpu")
