@@ -82,6 +82,8 @@ def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, mnist_dir, capsys
     monkeypatch.setattr(E, "train", fail)
     main(args + ["--no-figure"])
     assert read_summary(out) == rows
+    with pytest.raises(AssertionError, match="trained again"):  # the guard does intercept
+        main(args + ["--no-figure", "--fresh"])
     assert "loaded" in capsys.readouterr().out
     assert "2 of 2 models loaded from checkpoints" in (out / "table2.md").read_text()
 

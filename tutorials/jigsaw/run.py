@@ -40,12 +40,14 @@ def load_or_train(
     fresh=False,
     progress=True,
     log=print,
-    train=E.train,
+    train=None,
     prefix="model",
 ):
     """The trained model of ``config``: loaded from ``out`` if stored there, else trained by
-    ``train`` (:func:`~tutorials.jigsaw.experiment.train` or one of its signature) and stored
-    (atomically) as ``<prefix>-<g>x<g>.pt``. :returns: ``(model, train_seconds, loaded)``."""
+    ``train`` (default :func:`~tutorials.jigsaw.experiment.train`, looked up at call time, or
+    one of its signature) and stored (atomically) as ``<prefix>-<g>x<g>.pt``.
+    :returns: ``(model, train_seconds, loaded)``."""
+    train = E.train if train is None else train
     grid = config["grid"]
     path = checkpoint_path(out, grid, prefix)
     model = E.make_model(config)
