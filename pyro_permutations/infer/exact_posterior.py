@@ -9,6 +9,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from pyro_permutations.distributions.flat_birkhoff import FlatBirkhoff
 from pyro_permutations.ops import all_permutations, perm_to_matrix
 from pyro_permutations.ops._validation import MAX_ENUMERATE_N, check_device, is_int
 
@@ -214,7 +215,9 @@ def exact_posterior(
     ``StickBreakingBirkhoff``, ``RoundingBirkhoff``, ``RoundingPrior``, ...) has a density,
     whose values at the vertices of the polytope are no probabilities of permutations (and are
     undefined, zero or infinite for most relaxations, whose densities live on the interior or
-    on other variables); such a site needs ``prior="uniform"``.
+    on other variables); such a site needs ``prior="uniform"``. The exception is
+    ``FlatBirkhoff``, whose constant density gives every permutation the same weight: for it
+    ``prior="model"`` is ``prior="uniform"``.
 
     The model runs once per chunk of ``chunk_size`` values, vectorised: the values come in
     along a new batch dimension left of the model's plates (``dim = -(max_plate_nesting +
@@ -294,6 +297,8 @@ def exact_posterior(
             f"site {site!r} holds permutations of N = {n} items: {n}! values are too many to "
             f"enumerate (limit N <= {MAX_ENUMERATE_N}); compare with samples instead"
         )
+    if prior == "model" and isinstance(fn, FlatBirkhoff):
+        prior = "uniform"  # a constant density: the same weight at every permutation matrix
     if prior == "model" and not getattr(fn.support, "is_discrete", False):
         raise ValueError(
             f"site {site!r} has a continuous distribution ({type(fn).__name__}, support "
