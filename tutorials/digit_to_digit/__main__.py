@@ -16,7 +16,6 @@ class: unchanged, hard and soft rearrangement).
 
 import argparse
 import csv
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from matplotlib.figure import Figure
 
 from tutorials.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tutorials.digit_to_digit import experiment as E
-from tutorials.jigsaw.data import MnistError, load_mnist
+from tutorials.jigsaw.data import MnistError, load_mnist, subset_test_digits
 
 COLUMNS = ["source", "target", "count", "l2_unchanged", "l2_hard", "l2_soft", "train_seconds"]
 
@@ -52,7 +51,10 @@ def parse_args(argv):
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-figure", action="store_true", help="skip the figure")
     p.add_argument(
-        "--test-size", type=int, default=None, help="use only the first test digits (default all)"
+        "--test-size",
+        type=int,
+        default=None,
+        help="use only this many test digits, drawn at random with a fixed seed (default all)",
     )
     args = p.parse_args(argv)
     if args.test_size is not None and args.test_size < 1:
@@ -111,11 +113,7 @@ def main(argv=None):
     except (MnistError, ValueError) as e:
         sys.exit(f"error: {e}")
     if args.test_size is not None:
-        data = dataclasses.replace(
-            data,
-            test_images=data.test_images[: args.test_size],
-            test_labels=data.test_labels[: args.test_size],
-        )
+        data = subset_test_digits(data, args.test_size)
     config = {
         "grid": args.grid,
         "target": args.target,
