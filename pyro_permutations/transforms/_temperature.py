@@ -14,10 +14,12 @@ class TemperatureTransformMixin:
         a, b = self.temperature, other.temperature
         if not isinstance(a, torch.Tensor) and not isinstance(b, torch.Tensor):
             return a == b
-        # A number is compared on the tensor's device; tensors on different devices are
-        # different temperatures (comparing them would raise, moving one would copy it).
-        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, device=b.device)
-        b = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, device=a.device)
+        # A number is compared in the tensor's dtype, on its device; tensors on different
+        # devices are different temperatures (comparing them would raise, moving one copy it).
+        if not isinstance(a, torch.Tensor):
+            a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
+        if not isinstance(b, torch.Tensor):
+            b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
         if a.device != b.device or a.shape != b.shape:
             return False
         return bool((a == b).all())

@@ -124,7 +124,9 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
     computed from ``Psi``, the exact input, not from ``X``. The log-density of a sample the
     transform has just made (``rsample`` then ``log_prob``, through the cache) is then as
     accurate in float32 as in float64. A float32 ``X`` given without its ``Psi`` and lying
-    within rounding of a face does not determine ``Psi`` (nor its density) to any accuracy.
+    within rounding of a face does not determine ``Psi`` (nor its density) to any accuracy:
+    the inverse, also computed in float64, starts from the rounded ``X``, so in float32
+    ``inv(forward(Psi))`` can be far from ``Psi`` where ``|Psi| / tau`` is large.
 
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param int cache_size: 0 or 1, as for any :class:`~torch.distributions.transforms.Transform`.

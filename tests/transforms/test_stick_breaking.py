@@ -299,6 +299,10 @@ def test_eq_compares_tensor_and_number_temperatures():
     assert StickBreakingBirkhoffTransform(torch.tensor([0.5, 0.5])) != (
         StickBreakingBirkhoffTransform(0.5)
     )
+    # in the tensor's dtype: 0.1 is not a float32 number, so a float32 comparison would differ
+    tau64 = torch.tensor(0.1, dtype=torch.float64)
+    assert StickBreakingBirkhoffTransform(0.1) == StickBreakingBirkhoffTransform(tau64)
+    assert StickBreakingBirkhoffTransform(tau64) == StickBreakingBirkhoffTransform(0.1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
