@@ -24,7 +24,8 @@ class _SiteFound(Exception):
 
 
 class _SiteProbe(Messenger):
-    """Stops the model at ``site`` and reports the distribution there."""
+    """Stops the model at ``site`` and reports the distribution there, or at a latent site
+    before it (see :class:`_LatentCheck`)."""
 
     def __init__(self, site):
         self.site = site
@@ -33,6 +34,21 @@ class _SiteProbe(Messenger):
     def _pyro_sample(self, msg):
         if msg["name"] == self.site:
             raise _SiteFound(msg["fn"])
+        if not msg["is_observed"] and not site_is_subsample(msg):
+            raise _LatentFound(msg["name"])
+
+
+def _latent_error(site, name, before=False):
+    hint = (
+        f" (it comes before {site!r}; if {site!r} is not a sample site of the model, check "
+        "the name)"
+        if before
+        else ""
+    )
+    return ValueError(
+        f"exact_posterior needs every sample site other than {site!r} observed, but "
+        f"{name!r} is latent; condition the model on it (pyro.condition) first{hint}"
+    )
 
 
 def _probe(model, site, args, kwargs):
@@ -41,6 +57,8 @@ def _probe(model, site, args, kwargs):
             model(*args, **kwargs)
     except _SiteFound as found:
         return found.fn
+    except _LatentFound as found:
+        raise _latent_error(site, found.name, before=True) from None
     except NotImplementedError as e:  # an earlier site could not be sampled
         raise ValueError(
             f"site={site!r} was not reached: the model raised before it ({e}); is it a sample "
@@ -117,10 +135,7 @@ def _first_trace(model, site, value, args, kwargs):
         with _LatentCheck(site):
             return poutine.trace(conditioned).get_trace(*args, **kwargs)
     except _LatentFound as found:
-        raise ValueError(
-            f"exact_posterior needs every sample site other than {site!r} observed, but "
-            f"{found.name!r} is latent; condition the model on it (pyro.condition) first"
-        ) from None
+        raise _latent_error(site, found.name) from None
     except RuntimeError as e:
         if value.dtype.is_floating_point and re.search(r"dtype|scalar type", str(e), re.I):
             raise ValueError(

@@ -304,7 +304,7 @@ def test_errors():
 
     with pytest.raises(ValueError, match="'s' is latent"):
         exact_posterior(latent, "P", prior="uniform")
-    with pytest.raises(ValueError, match="not a sample site|not reached"):
+    with pytest.raises(ValueError, match="'P' is latent.*if 'Q' is not a sample site"):
         exact_posterior(latent, "Q")
     with pytest.raises(ValueError, match="prior must be"):
         exact_posterior(latent, "P", prior="flat")
@@ -323,7 +323,7 @@ def test_errors():
 def test_another_latent_site_is_reported_before_the_vectorised_trace():
     """A latent site is named even where its value would break the batched trace (a scale
     drawn before ``P``, which does not broadcast against the batch of values) or cannot be
-    drawn at all (an improper prior after ``P``)."""
+    drawn at all (an improper prior before or after ``P``)."""
     centers = torch.randn(3, 2, generator=torch.Generator().manual_seed(3))
 
     def scale_first():
@@ -341,6 +341,14 @@ def test_another_latent_site_is_reported_before_the_vectorised_trace():
 
     with pytest.raises(ValueError, match="'Q' is latent"):
         exact_posterior(improper_after, "P", prior="uniform", max_plate_nesting=0)
+
+    def improper_before():
+        pyro.sample("Q", FlatBirkhoff(2))
+        p = pyro.sample("P", FlatBirkhoff(3))
+        pyro.sample("y", dist.Normal(p @ centers, 1.0).to_event(2), obs=centers)
+
+    with pytest.raises(ValueError, match="'Q' is latent"):
+        exact_posterior(improper_before, "P", prior="uniform")
 
 
 def test_eight_items_is_vectorised():
