@@ -127,9 +127,7 @@ def check_perm(perm, name):
 def check_enumerable(n, name="n"):
     """``n`` is a positive integer (a Python or NumPy integer, not a bool) small enough to
     enumerate all ``n!`` permutations; returns ``int(n)``."""
-    if not is_int(n) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    n = int(n)
+    n = check_size(n, name, "the number of items")
     if n > MAX_ENUMERATE_N:
         raise ValueError(
             f"{name}={n} is too large to enumerate all {name}! permutations "

@@ -22,6 +22,7 @@ from pyro_permutations.ops._validation import (
     MAX_ENUMERATE_N,
     check_enumerable,
     check_perm,
+    check_size,
     check_square,
     check_tensor,
     is_int,
@@ -232,9 +233,7 @@ def _factorials(n, device):
 def _check_rank_n(n, name="n"):
     """``n`` is a positive integer (Python or NumPy, not a bool) up to ``MAX_RANK_N``;
     returns ``int(n)``."""
-    if not is_int(n) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    n = int(n)
+    n = check_size(n, name, "the number of items")
     if n > MAX_RANK_N:
         raise ValueError(
             f"{name}={n} is too large: ranks of permutations of more than {MAX_RANK_N} items "
