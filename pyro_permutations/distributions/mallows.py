@@ -17,7 +17,7 @@ from pyro_permutations.ops import (
     hamming_distance,
     kendall_distance,
 )
-from pyro_permutations.ops._validation import MAX_ENUMERATE_N, check_perm
+from pyro_permutations.ops._validation import MAX_ENUMERATE_N, broadcast_shapes, check_perm
 from pyro_permutations.ops.permutations import _broadcast_batch
 
 __all__ = ["Mallows"]
@@ -212,13 +212,9 @@ class Mallows(DiscretePermutationDistribution):
         else:  # theta joins the centre's device, where every distance is computed
             dtype = theta.dtype if theta.dtype.is_floating_point else torch.get_default_dtype()
             theta = theta.to(dtype=dtype, device=center.device)
-        try:
-            batch_shape = torch.broadcast_shapes(center.shape[:-1], theta.shape)
-        except RuntimeError as e:
-            raise ValueError(
-                f"batch shapes of center {tuple(center.shape[:-1])} and theta "
-                f"{tuple(theta.shape)} do not broadcast"
-            ) from e
+        batch_shape = broadcast_shapes(
+            "batch shapes", ("center", center.shape[:-1]), ("theta", theta.shape)
+        )
         self.center = center.long().expand(batch_shape + (n,))
         self.theta = theta.expand(batch_shape)
         self.distance = distance

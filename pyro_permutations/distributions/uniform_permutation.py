@@ -5,7 +5,7 @@ import math
 import torch
 
 from pyro_permutations.distributions._discrete_permutation import DiscretePermutationDistribution
-from pyro_permutations.ops._validation import check_device, check_size
+from pyro_permutations.ops._validation import broadcast_shapes, check_device, check_size
 
 __all__ = ["UniformPermutation"]
 
@@ -70,6 +70,8 @@ class UniformPermutation(DiscretePermutationDistribution):
         if self._validate_args:
             self._validate_sample(value)
         valid, _ = self._split_support(value)
-        shape = torch.broadcast_shapes(valid.shape, self.batch_shape)
+        shape = broadcast_shapes(
+            "batch shapes", ("value", valid.shape), ("batch_shape", self.batch_shape)
+        )
         log_p = torch.full(shape, -math.lgamma(self.n + 1), device=value.device)
         return log_p.masked_fill(~valid, -math.inf)

@@ -8,7 +8,7 @@ returns a scalar tensor of the default floating dtype.
 import torch
 
 from pyro_permutations.ops import kendall_tau
-from pyro_permutations.ops._validation import check_perm, check_tensor, is_int
+from pyro_permutations.ops._validation import broadcast_shapes, check_perm, check_tensor, is_int
 
 __all__ = [
     "kendall_tau_mean",
@@ -98,13 +98,7 @@ def kendall_tau_mean(inferred, true):
 def _check_objects(reconstructed, ordered):
     check_tensor(reconstructed, "reconstructed")
     check_tensor(ordered, "ordered")
-    try:
-        torch.broadcast_shapes(reconstructed.shape, ordered.shape)
-    except RuntimeError as e:
-        raise ValueError(
-            f"reconstructed {tuple(reconstructed.shape)} and ordered {tuple(ordered.shape)} "
-            f"do not broadcast"
-        ) from e
+    broadcast_shapes("shapes", ("reconstructed", reconstructed.shape), ("ordered", ordered.shape))
 
 
 def l1_error(reconstructed, ordered):

@@ -20,6 +20,7 @@ import torch
 
 from pyro_permutations.ops._validation import (
     MAX_ENUMERATE_N,
+    broadcast_shapes,
     check_enumerable,
     check_perm,
     check_size,
@@ -138,13 +139,7 @@ def _broadcast_batch(p, q, p_name, q_name):
             f"{p.shape[-1]} ({p_name}.shape={tuple(p.shape)}) and {q.shape[-1]} "
             f"({q_name}.shape={tuple(q.shape)})"
         )
-    try:
-        batch = torch.broadcast_shapes(p.shape[:-1], q.shape[:-1])
-    except RuntimeError as e:
-        raise ValueError(
-            f"batch shapes of {p_name} {tuple(p.shape[:-1])} and {q_name} {tuple(q.shape[:-1])} "
-            f"do not broadcast"
-        ) from e
+    batch = broadcast_shapes("batch shapes", (p_name, p.shape[:-1]), (q_name, q.shape[:-1]))
     if p.device != q.device:
         raise ValueError(f"{p_name} is on {p.device} but {q_name} is on {q.device}")
     shape = batch + (p.shape[-1],)

@@ -182,3 +182,10 @@ def test_infer_discrete_refuses_a_permutation_site_as_documented():
 
     with pytest.raises(ValueError, match="Invalid tensor shape"):
         poutine.trace(infer_discrete(model, first_available_dim=-1)).get_trace()
+
+
+def test_log_prob_of_a_batch_that_does_not_broadcast_names_both_shapes():
+    d = UniformPermutation(3, batch_shape=(2,), validate_args=False)
+    value = torch.stack([torch.arange(3)] * 3)  # batch (3,) against the distribution's (2,)
+    with pytest.raises(ValueError, match=r"value \(3,\) and batch_shape \(2,\) do not broadcast"):
+        d.log_prob(value)
