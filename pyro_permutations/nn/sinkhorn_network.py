@@ -92,7 +92,7 @@ class SinkhornNetwork(torch.nn.Module):
 
     A shared per-piece network ``g1`` (``piece_net``) maps each of the ``n`` scrambled pieces
     to features, and a linear head ``g2`` maps each piece's features to one row of ``n``
-    scores; pieces interact only through the Sinkhorn operator:
+    scores; pieces interact only through the Sinkhorn operator (unless ``context=True``):
 
     .. math::
 
@@ -100,7 +100,23 @@ class SinkhornNetwork(torch.nn.Module):
         P = S\\big((X + \\eta \\, \\epsilon) / \\tau\\big), \\quad
         \\epsilon_{ij} \\sim \\mathrm{Gumbel}(0, 1),
 
-    with temperature ``tau`` and noise factor ``eta``. Row ``i`` of ``X`` (``log_alpha``)
+    with temperature ``tau`` and noise factor ``eta``.
+
+    **Set context** (``context=True``, ours, not in [GS]). Each piece's features are joined
+    with the mean features of its puzzle, in the manner of Deep Sets (Zaheer et al., 2017),
+    and mixed by a hidden layer before the head:
+
+    .. math::
+
+        h_i = g_1(\\tilde x_i), \\qquad \\bar h = \\frac1n \\sum_k h_k, \\qquad
+        X_{ij} = g_2\\big(\\mathrm{relu}(W [h_i; \\bar h] + b)\\big)_j .
+
+    A piece is then scored knowing what the other pieces look like (which digit, say), and
+    the network stays permutation-equivariant, since ``h_bar`` does not depend on the order
+    of the pieces. The hidden layer is needed: a linear ``g2`` of ``[h_i; h_bar]`` would only
+    add a constant to each column of ``X``, which the Sinkhorn operator removes.
+
+    Row ``i`` of ``X`` (``log_alpha``)
     scores where scrambled piece ``i`` goes: ``X[i, j]`` for position ``j``, the library
     convention ``P[i, perm[i]] = 1``. At test time the hard permutation is ``M(X)``
     (:func:`~pyro_permutations.ops.matching`). The ordered objects are ``P^T x`` (see
@@ -126,6 +142,8 @@ class SinkhornNetwork(torch.nn.Module):
         otherwise iterate to the marginal error ``tol`` (see
         :func:`~pyro_permutations.ops.log_sinkhorn`).
     :param float tol: Sinkhorn tolerance, used when ``n_iters`` is None.
+    :param bool context: score each piece with the puzzle's mean features too (see *Set
+        context*); default False, the network of [GS].
 
     Example (sorting numbers: pieces of shape ``(1,)``)::
 
@@ -154,8 +172,11 @@ class SinkhornNetwork(torch.nn.Module):
         samples_per_input=1,
         n_iters=None,
         tol=1e-5,
+        context=False,
     ):
         super().__init__()
+        if not isinstance(context, bool):
+            raise ValueError(f"context must be True or False, got {context!r}")
         if not isinstance(piece_net, torch.nn.Module):
             raise ValueError(f"piece_net must be a torch.nn.Module, got {type(piece_net)}")
         n = check_size(n, "n", "the number of pieces")
@@ -169,7 +190,12 @@ class SinkhornNetwork(torch.nn.Module):
             n_iters = check_size(n_iters, "n_iters", "Sinkhorn sweeps, or None for tol")
         tol = _real(tol, "tol")
         self.piece_net = piece_net
+        if context:  # registered only with context, so older checkpoints still load
+            self.mix = torch.nn.Sequential(
+                torch.nn.Linear(2 * feature_dim, feature_dim), torch.nn.ReLU()
+            )
         self.head = torch.nn.Linear(feature_dim, n)
+        self.context = context
         self.n = n
         self.feature_dim = feature_dim
         self.temperature = temperature
@@ -182,12 +208,12 @@ class SinkhornNetwork(torch.nn.Module):
         return (
             f"n={self.n}, feature_dim={self.feature_dim}, temperature={self.temperature}, "
             f"noise_factor={self.noise_factor}, samples_per_input={self.samples_per_input}, "
-            f"n_iters={self.n_iters}, tol={self.tol}"
+            f"n_iters={self.n_iters}, tol={self.tol}, context={self.context}"
         )
 
     def scores(self, x):
-        """Scores ``log_alpha = g2(g1(x))``: row ``i`` for piece ``i``, column ``j`` for
-        position ``j``.
+        """Scores ``log_alpha = g2(g1(x))`` (with ``context``, see the class docstring): row
+        ``i`` for piece ``i``, column ``j`` for position ``j``.
 
         :param torch.Tensor x: scrambled pieces ``(B, n, *piece_shape)``.
         :returns: ``log_alpha`` of shape ``(B, n, n)``.
@@ -200,7 +226,11 @@ class SinkhornNetwork(torch.nn.Module):
                 f"piece_net must map pieces (m, *piece_shape) to (m, feature_dim="
                 f"{self.feature_dim}), got {tuple(features.shape)} for m={batch * self.n}"
             )
-        return self.head(features).reshape(batch, self.n, self.n)
+        features = features.reshape(batch, self.n, self.feature_dim)
+        if self.context:
+            mean = features.mean(dim=1, keepdim=True).expand_as(features)
+            features = self.mix(torch.cat([features, mean], dim=-1))
+        return self.head(features)
 
     def soft_perms(self, log_alpha):
         """Gumbel-Sinkhorn samples ``S((log_alpha + eta eps) / tau)``, shape ``(S, B, n, n)``."""

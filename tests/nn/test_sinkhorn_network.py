@@ -122,8 +122,9 @@ def test_reconstruct_errors():
 # scores(x') = Q scores(x), eval perm'[i] = perm[sigma[i]] and the same reconstruction.
 
 
-def test_scores_equivariance():
-    net = make_net()
+@pytest.mark.parametrize("context", [False, True])
+def test_scores_equivariance(context):
+    net = make_net(context=context)
     x = torch.rand(8, 5, 1, generator=torch.Generator().manual_seed(5))
     sigma = random_perms((8,), 5, seed=6)
     x_perm = permute_pieces(x, sigma)
@@ -133,8 +134,9 @@ def test_scores_equivariance():
     assert torch.allclose(scores_perm, Q @ scores, atol=1e-6)
 
 
-def test_eval_output_equivariance():
-    net = make_net().eval()
+@pytest.mark.parametrize("context", [False, True])
+def test_eval_output_equivariance(context):
+    net = make_net(context=context).eval()
     x = torch.rand(8, 5, 1, generator=torch.Generator().manual_seed(7))
     sigma = random_perms((8,), 5, seed=8)
     x_perm = permute_pieces(x, sigma)
@@ -152,6 +154,27 @@ def test_soft_output_equivariance_without_noise():
     sigma = random_perms((3,), 5, seed=10)
     P, P_perm = net(x), net(permute_pieces(x, sigma))
     assert torch.allclose(P_perm, perm_to_matrix(sigma) @ P, atol=1e-6)
+
+
+def test_context_scores_follow_the_formula():
+    # X_ij = g2(relu(W [h_i; mean_k h_k] + b))_j, computed here from the parts.
+    net = make_net(context=True)
+    x = torch.rand(4, 5, 1, generator=torch.Generator().manual_seed(11))
+    h = net.piece_net(x.reshape(20, 1)).reshape(4, 5, 16)
+    joined = torch.cat([h, h.mean(dim=1, keepdim=True).expand(4, 5, 16)], dim=-1)
+    linear = net.mix[0]
+    expected = net.head(torch.relu(joined @ linear.weight.T + linear.bias))
+    assert torch.allclose(net.scores(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_a_row_depends_on_the_other_pieces_only_with_context(context):
+    net = make_net(context=context)
+    x = torch.rand(1, 5, 1, generator=torch.Generator().manual_seed(12))
+    changed = x.clone()
+    changed[0, 1:] += 1.0  # every piece but the first
+    row, row_changed = net.scores(x)[0, 0], net.scores(changed)[0, 0]
+    assert torch.equal(row, row_changed) != context
 
 
 # Modes, shapes and gradients.
@@ -252,6 +275,7 @@ def test_float64():
         ({"temperature": float("nan")}, "temperature"),
         ({"noise_factor": False}, "noise_factor"),
         ({"tol": "1e-5"}, "tol"),
+        ({"context": 1}, "context"),
     ],
 )
 def test_invalid_options(kwargs, match):

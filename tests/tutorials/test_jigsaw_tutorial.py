@@ -332,5 +332,6 @@ def test_piece_networks_give_equivariant_scores(piece_net):
     scores = model.scores(pieces)
     assert scores.shape == (2, 9, 9)
     assert torch.allclose(model.scores(pieces[:, perm]), scores[:, perm], atol=1e-5)
+    assert model.context == (piece_net == "deep-context")
     with pytest.raises(ValueError, match="piece_net must be one of"):
         E.make_model({"grid": 3, **E.REFERENCE, "piece_net": "resnet"})

@@ -68,8 +68,9 @@ def parse_args(argv):
         "--piece-net",
         default="cnn",
         choices=list(PIECE_NETS),
-        help="the per-piece network g1: cnn, the one described for [GS] (default), or deep, "
-        "a larger one of ours (see tutorials.jigsaw.experiment.PIECE_NETS)",
+        help="the per-piece network g1: cnn, the one described for [GS] (default); deep, "
+        "a larger one of ours; deep-context, deep with each piece also shown the mean "
+        "features of its puzzle (ours; see tutorials.jigsaw.experiment.PIECE_NETS)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/jigsaw", help="output folder (default runs/jigsaw)")

@@ -77,12 +77,18 @@ def piece_size(grid, fit, image_size=28):
 #: default) is the network described for [GS]; ``"deep"`` is ours: two 3 x 3 convolutions (64
 #: and 128 channels), max-pool 2 and a 512-unit hidden layer: 1.7 million parameters at 3 x 3
 #: and 0.67 million at 4 x 4, against 16,000 and 11,000 for ``"cnn"`` (3.3 million at 2 x 2,
-#: where the hidden layer sees 7 x 7 x 128 features).
-PIECE_NETS = ("cnn", "deep")
+#: where the hidden layer sees 7 x 7 x 128 features). ``"deep-context"`` is ``"deep"`` in a
+#: network that also shows each piece the mean features of its puzzle
+#: (:class:`~pyro_permutations.nn.SinkhornNetwork` with ``context=True``; not in [GS]).
+PIECE_NETS = ("cnn", "deep", "deep-context")
 
 #: Changes to REFERENCE that go with each piece network: the deeper one trains at a lower
 #: learning rate.
-PIECE_NET_CHANGES = {"cnn": {}, "deep": {"piece_net": "deep", "lr": 1e-3}}
+PIECE_NET_CHANGES = {
+    "cnn": {},
+    "deep": {"piece_net": "deep", "lr": 1e-3},
+    "deep-context": {"piece_net": "deep-context", "lr": 1e-3},
+}
 
 
 def _piece_net(config, side):
@@ -97,7 +103,7 @@ def _piece_net(config, side):
             torch.nn.Flatten(),
         )
         return g1, channels * (side // 2) ** 2
-    if kind == "deep":
+    if kind in ("deep", "deep-context"):
         hidden = 512
         g1 = torch.nn.Sequential(
             torch.nn.Conv2d(1, 64, 3, padding=1),
@@ -126,6 +132,7 @@ def make_model(config):
         noise_factor=config["noise_factor"],
         samples_per_input=config["samples"],
         n_iters=config["n_iters"],
+        context=config.get("piece_net") == "deep-context",
     )
 
 

@@ -12,7 +12,8 @@ does no better than the Sinkhorn network, the reconstruction loss is not what ho
 results back.
 
 ``--piece-net deep`` swaps in a larger piece network (``experiment.PIECE_NETS``), to see
-whether a stronger g1 than the one described for [GS] would help.
+whether a stronger g1 than the one described for [GS] would help; ``deep-context`` also shows
+each piece the mean features of its puzzle, so that it is no longer scored on its own.
 
 Writes ``supervised.csv`` (columns ``grid,kendall_tau,prop_wrong,prop_any_wrong,
 kendall_tau_se,piece_net,steps,train_seconds``) to ``--out``, rewritten as each grid finishes.
@@ -92,7 +93,8 @@ def parse_args(argv):
         "--piece-net",
         default="cnn",
         choices=E.PIECE_NETS,
-        help="cnn: the tutorial's network (default); deep: a larger one (see PIECE_NETS)",
+        help="cnn: the tutorial's network (default); deep: a larger one; deep-context: deep "
+        "with the puzzle's mean features (see PIECE_NETS)",
     )
     p.add_argument(
         "--lr", type=float, default=None, help="learning rate (default: the tutorial's for it)"
