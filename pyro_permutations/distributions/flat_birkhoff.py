@@ -2,10 +2,9 @@
 
 import torch
 from pyro.distributions import ImproperUniform
-from pyro.distributions.util import broadcast_shape
 
 from pyro_permutations.constraints import birkhoff
-from pyro_permutations.ops._validation import check_size
+from pyro_permutations.ops._validation import broadcast_shapes, check_size
 
 __all__ = ["FlatBirkhoff"]
 
@@ -69,7 +68,11 @@ class FlatBirkhoff(ImproperUniform):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        shape = broadcast_shape(value.shape[: value.dim() - self.event_dim], self.batch_shape)
+        shape = broadcast_shapes(
+            "batch shapes",
+            ("value", value.shape[: value.dim() - self.event_dim]),
+            ("batch_shape", self.batch_shape),
+        )
         return value.new_zeros(shape)
 
     def sample(self, sample_shape=()):

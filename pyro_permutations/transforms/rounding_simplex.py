@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
+from pyro_permutations.ops._validation import broadcast_shapes
 from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 from pyro_permutations.transforms.rounding import _check_temperature
 
@@ -106,5 +107,5 @@ class RoundingSimplexTransform(TemperatureTransformMixin, Transform):
 
     def log_abs_det_jacobian(self, psi, x):
         n = x.shape[-1]
-        batch = torch.broadcast_shapes(psi.shape[:-1], x.shape[:-1])
+        batch = broadcast_shapes("batch shapes", ("psi", psi.shape[:-1]), ("x", x.shape[:-1]))
         return torch.full(batch, n * math.log(self.temperature), dtype=x.dtype, device=x.device)

@@ -8,6 +8,7 @@ from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
 from pyro_permutations.constraints import birkhoff
+from pyro_permutations.ops._validation import broadcast_shapes
 from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 
 __all__ = ["StickBreakingBirkhoffTransform"]
@@ -194,7 +195,9 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
         tau = self._tau(psi)
         tiny = torch.finfo(psi.dtype).tiny
         # The batch shape of the output includes the temperature's.
-        batch_shape = torch.broadcast_shapes(psi.shape[:-2], torch.as_tensor(tau).shape)
+        batch_shape = broadcast_shapes(
+            "batch shapes", ("psi", psi.shape[:-2]), ("temperature", torch.as_tensor(tau).shape)
+        )
 
         def step(m, j, lower, upper):
             s = psi[..., m, j] / tau
@@ -226,7 +229,9 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
             psis[m, j] = tau * logit
             return xmj
 
-        batch_shape = torch.broadcast_shapes(x.shape[:-2], torch.as_tensor(tau).shape)
+        batch_shape = broadcast_shapes(
+            "batch shapes", ("x", x.shape[:-2]), ("temperature", torch.as_tensor(tau).shape)
+        )
         _stick_break(n, batch_shape, x, step)
         if n == 1:
             return y.new_zeros(batch_shape + (0, 0))
@@ -237,8 +242,11 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
         n = x.shape[-1]
         work = _working(psi)
         tau = self._tau(work)
-        batch_shape = torch.broadcast_shapes(
-            psi.shape[:-2], x.shape[:-2], torch.as_tensor(tau).shape
+        batch_shape = broadcast_shapes(
+            "batch shapes",
+            ("psi", psi.shape[:-2]),
+            ("x", x.shape[:-2]),
+            ("temperature", torch.as_tensor(tau).shape),
         )
         result = x.new_zeros(batch_shape)
         if n == 1:

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions.transforms import StickBreakingTransform
 
+from pyro_permutations.ops._validation import broadcast_shapes
 from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 from pyro_permutations.transforms.stick_breaking import _check_temperature
 
@@ -105,7 +106,11 @@ class StickBreakingSimplexTransform(TemperatureTransformMixin, StickBreakingTran
         if psi.dim() < 1:
             raise ValueError(f"psi must have shape (..., N-1), got {tuple(psi.shape)}")
         if psi.shape[-1] == 0:
-            batch = torch.broadcast_shapes(psi.shape[:-1], torch.as_tensor(self.temperature).shape)
+            batch = broadcast_shapes(
+                "batch shapes",
+                ("psi", psi.shape[:-1]),
+                ("temperature", torch.as_tensor(self.temperature).shape),
+            )
             return psi.new_ones(batch + (1,))
         log_beta, _, log_before, log_left = self._log_sticks(psi)
         return torch.cat([log_beta + log_before, log_left[..., -1:]], -1).exp()
@@ -121,8 +126,11 @@ class StickBreakingSimplexTransform(TemperatureTransformMixin, StickBreakingTran
 
     def log_abs_det_jacobian(self, psi, x):
         tau = self._tau(psi)
-        batch = torch.broadcast_shapes(
-            psi.shape[:-1], x.shape[:-1], torch.as_tensor(tau).shape[:-1]
+        batch = broadcast_shapes(
+            "batch shapes",
+            ("psi", psi.shape[:-1]),
+            ("x", x.shape[:-1]),
+            ("temperature", torch.as_tensor(tau).shape[:-1]),
         )
         k = psi.shape[-1]
         if k == 0:

@@ -88,3 +88,10 @@ def test_sizes_that_are_not_positive_integers_are_refused(make, bad):
     args = (bad, 0.1) if make is RoundingPrior else (bad,)
     with pytest.raises(ValueError, match="n must be a positive int"):
         make(*args)
+
+
+def test_flat_birkhoff_log_prob_of_a_batch_that_does_not_broadcast_names_both_shapes():
+    d = FlatBirkhoff(3, batch_shape=(2,), validate_args=False)
+    value = torch.full((3, 3, 3), 1 / 3)
+    with pytest.raises(ValueError, match=r"value \(3,\) and batch_shape \(2,\) do not broadcast"):
+        d.log_prob(value)

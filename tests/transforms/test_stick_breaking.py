@@ -185,6 +185,16 @@ def test_log_abs_det_jacobian_batched_temperature():
         torch.testing.assert_close(ladj[:, i], t.log_abs_det_jacobian(psi[:, i], x[:, i]))
 
 
+def test_temperature_batch_that_does_not_broadcast_names_both_arguments():
+    t = StickBreakingBirkhoffTransform(torch.ones(3, dtype=F64))
+    psi = _psi((2,), 3, 1.0, seed=0)
+    with pytest.raises(ValueError, match=r"psi \(2,\) and temperature \(3,\) do not broadcast"):
+        t(psi)
+    x = StickBreakingBirkhoffTransform(1.0)(psi)
+    with pytest.raises(ValueError, match=r"x \(2,\) and temperature \(3,\) do not broadcast"):
+        t.inv(x)
+
+
 # ----------------------------------------------------------------------------------------------
 # Numerical safety.
 
