@@ -114,7 +114,8 @@ class SinkhornNetwork(torch.nn.Module):
     A piece is then scored knowing what the other pieces look like (which digit, say), and
     the network stays permutation-equivariant, since ``h_bar`` does not depend on the order
     of the pieces. The hidden layer is needed: a linear ``g2`` of ``[h_i; h_bar]`` would only
-    add a constant to each column of ``X``, which the Sinkhorn operator removes.
+    add a constant to each column of ``X``, which says nothing about where each piece goes (the
+    matching operator ignores it; the Sinkhorn operator removes it at convergence).
 
     Row ``i`` of ``X`` (``log_alpha``)
     scores where scrambled piece ``i`` goes: ``X[i, j]`` for position ``j``, the library
@@ -161,6 +162,9 @@ class SinkhornNetwork(torch.nn.Module):
     [GS] Mena, Belanger, Linderman, Snoek. Learning Latent Permutations with Gumbel-Sinkhorn
     Networks. ICLR 2018, section 3.
     """
+
+    #: Whether pieces are scored with their puzzle's mean features (see *Set context*).
+    context = False
 
     def __init__(
         self,

@@ -156,6 +156,16 @@ def test_soft_output_equivariance_without_noise():
     assert torch.allclose(P_perm, perm_to_matrix(sigma) @ P, atol=1e-6)
 
 
+def test_without_context_the_parameters_are_those_of_earlier_checkpoints():
+    assert sorted(make_net().state_dict()) == [
+        "head.bias",
+        "head.weight",
+        "piece_net.0.bias",
+        "piece_net.0.weight",
+    ]
+    assert "mix.0.weight" in make_net(context=True).state_dict()
+
+
 def test_context_scores_follow_the_formula():
     # X_ij = g2(relu(W [h_i; mean_k h_k] + b))_j, computed here from the parts.
     net = make_net(context=True)
@@ -253,8 +263,9 @@ def test_image_pieces():
     assert torch.equal(net(permute_pieces(x, sigma)), compose_perms(sigma, net(x)))
 
 
-def test_float64():
-    net = make_net(n_iters=10).double()
+@pytest.mark.parametrize("context", [False, True])
+def test_float64(context):
+    net = make_net(n_iters=10, context=context).double()
     P = net(torch.rand(2, 5, 1, dtype=torch.float64))
     assert P.dtype == torch.float64
 

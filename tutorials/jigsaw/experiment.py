@@ -84,6 +84,9 @@ PIECE_NETS = ("cnn", "deep", "deep-context")
 
 #: Changes to REFERENCE that go with each piece network: the deeper one trains at a lower
 #: learning rate.
+#: The piece networks that also show each piece its puzzle (``SinkhornNetwork(context=True)``).
+CONTEXT_NETS = ("deep-context",)
+
 PIECE_NET_CHANGES = {
     "cnn": {},
     "deep": {"piece_net": "deep", "lr": 1e-3},
@@ -132,7 +135,7 @@ def make_model(config):
         noise_factor=config["noise_factor"],
         samples_per_input=config["samples"],
         n_iters=config["n_iters"],
-        context=config.get("piece_net") == "deep-context",
+        context=config.get("piece_net", "cnn") in CONTEXT_NETS,
     )
 
 

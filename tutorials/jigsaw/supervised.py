@@ -6,10 +6,10 @@ The Sinkhorn network learns where pieces go only through the reconstruction erro
 ``P^T x~``. Here the same network (:func:`tutorials.jigsaw.experiment.make_model`) is trained
 instead by cross-entropy between each piece's row of scores and its true position, which
 [GS] never sees, and is then decoded and scored exactly as in the main tutorial (noiseless
-scores, matching operator, the same held-out puzzles). It shows how much a network that
-scores each piece on its own can get out of these digits when it is given the positions: if it
-does no better than the Sinkhorn network, the reconstruction loss is not what holds the
-results back.
+scores, matching operator, the same held-out puzzles). It shows how much the network can get
+out of these digits when it is given the positions (with ``cnn`` or ``deep``, a network that
+scores each piece on its own): if it does no better than the Sinkhorn network, the
+reconstruction loss is not what holds the results back.
 
 ``--piece-net deep`` swaps in a larger piece network (``experiment.PIECE_NETS``), to see
 whether a stronger g1 than the one described for [GS] would help; ``deep-context`` also shows
