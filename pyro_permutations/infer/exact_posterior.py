@@ -23,19 +23,33 @@ class _SiteFound(Exception):
         self.fn = fn
 
 
-class _SiteProbe(Messenger):
-    """Stops the model at ``site`` and reports the distribution there, or at a latent site
-    before it (see :class:`_LatentCheck`)."""
+class _LatentFound(Exception):
+    def __init__(self, name):
+        self.name = name
+
+
+class _LatentCheck(Messenger):
+    """Stops the model at the first sample site other than ``site`` that is not observed,
+    before it is sampled (its prior may be improper, and its value would break the vectorised
+    trace)."""
 
     def __init__(self, site):
         self.site = site
         super().__init__()
 
     def _pyro_sample(self, msg):
+        if msg["name"] != self.site and not msg["is_observed"] and not site_is_subsample(msg):
+            raise _LatentFound(msg["name"])
+
+
+class _SiteProbe(_LatentCheck):
+    """Stops the model at ``site`` and reports the distribution there, or at a latent site
+    before it (as :class:`_LatentCheck`)."""
+
+    def _pyro_sample(self, msg):
         if msg["name"] == self.site:
             raise _SiteFound(msg["fn"])
-        if not msg["is_observed"] and not site_is_subsample(msg):
-            raise _LatentFound(msg["name"])
+        super()._pyro_sample(msg)
 
 
 def _latent_error(site, name, before=False):
@@ -65,25 +79,6 @@ def _probe(model, site, args, kwargs):
             f"site of the model?"
         ) from e
     raise ValueError(f"site={site!r} is not a sample site of the model")
-
-
-class _LatentFound(Exception):
-    def __init__(self, name):
-        self.name = name
-
-
-class _LatentCheck(Messenger):
-    """Stops the model at the first sample site other than ``site`` that is not observed,
-    before it is sampled (its prior may be improper, and its value would break the vectorised
-    trace)."""
-
-    def __init__(self, site):
-        self.site = site
-        super().__init__()
-
-    def _pyro_sample(self, msg):
-        if msg["name"] != self.site and not msg["is_observed"] and not site_is_subsample(msg):
-            raise _LatentFound(msg["name"])
 
 
 def _wrapped(fn):
