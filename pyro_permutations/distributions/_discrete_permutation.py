@@ -7,6 +7,7 @@ from pyro.distributions import TorchDistribution
 
 from pyro_permutations.constraints import permutation
 from pyro_permutations.ops import all_permutations
+from pyro_permutations.ops._validation import check_event_shape, check_expand
 
 #: Largest ``N`` whose ``N!`` permutations ``enumerate_support`` lists (``8! = 40,320``).
 MAX_ENUMERATE_SUPPORT_N = 8
@@ -37,6 +38,17 @@ class DiscretePermutationDistribution(TorchDistribution):
         self.n = n
         super().__init__(torch.Size(batch_shape), torch.Size((n,)), validate_args=validate_args)
 
+    def _check_value(self, value):
+        """A value whose last dimension is not ``N`` raises a ``ValueError`` (a shape error,
+        whatever ``validate_args``); with validation, a value outside the support raises too."""
+        check_event_shape(value, self.event_shape, type(self).__name__)
+        if self._validate_args:
+            self._validate_sample(value)
+
+    def _expanded_shape(self, batch_shape):
+        """``batch_shape`` checked as a batch shape this distribution expands to."""
+        return check_expand(type(self).__name__, self.batch_shape, batch_shape)
+
     def _device(self):
         for value in self.__dict__.values():
             if isinstance(value, torch.Tensor):
@@ -44,15 +56,13 @@ class DiscretePermutationDistribution(TorchDistribution):
         return torch.device("cpu")
 
     def _split_support(self, value):
-        """``(valid, safe)`` for values ``(..., M)``: ``valid`` (shape ``(...)``) says whether
-        each is a permutation of the ``N`` items, and ``safe`` (long, ``(..., N)``) is
-        ``value`` with every other value (wrong dtype, repeated or out-of-range entries,
-        ``M != N``) replaced by the identity, so that ``log_prob`` can be computed on ``safe``
-        and set to ``-inf`` where not ``valid``."""
+        """``(valid, safe)`` for values ``(..., N)`` (another last dimension raises a
+        ``ValueError``): ``valid`` (shape ``(...)``) says whether each is a permutation of the
+        ``N`` items, and ``safe`` (long, ``(..., N)``) is ``value`` with every other value
+        (wrong dtype, repeated or out-of-range entries) replaced by the identity, so that
+        ``log_prob`` can be computed on ``safe`` and set to ``-inf`` where not ``valid``."""
+        check_event_shape(value, self.event_shape, type(self).__name__)
         identity = torch.arange(self.n, device=value.device)
-        if value.dim() < 1 or value.shape[-1] != self.n:
-            valid = torch.zeros(value.shape[:-1], dtype=torch.bool, device=value.device)
-            return valid, identity.expand(value.shape[:-1] + (self.n,))
         valid = self.support.check(value)
         return valid, torch.where(valid.unsqueeze(-1), value, identity).long()
 

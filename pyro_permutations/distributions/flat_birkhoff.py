@@ -4,7 +4,12 @@ import torch
 from pyro.distributions import ImproperUniform
 
 from pyro_permutations.constraints import birkhoff
-from pyro_permutations.ops._validation import broadcast_shapes, check_size
+from pyro_permutations.ops._validation import (
+    broadcast_shapes,
+    check_event_shape,
+    check_expand,
+    check_size,
+)
 
 __all__ = ["FlatBirkhoff"]
 
@@ -16,9 +21,10 @@ class FlatBirkhoff(ImproperUniform):
 
     ``support`` is :data:`~pyro_permutations.constraints.birkhoff`; with ``validate_args`` a
     value outside it (to the constraint's tolerance) raises :class:`ValueError`. The density is
-    not normalised and cannot be sampled: use it in models whose guide provides the value and
-    has a density on the matrix itself, that is a
-    :class:`~pyro_permutations.distributions.StickBreakingBirkhoff` guide in SVI. Then it adds
+    not normalised: use it in models whose guide provides the value and has a density on the
+    matrix itself, that is a :class:`~pyro_permutations.distributions.StickBreakingBirkhoff`
+    guide in SVI, or Pyro's ``AutoNormal`` / ``AutoMultivariateNormal`` (which are
+    stick-breaking guides through ``biject_to(birkhoff)``). Then it adds
     nothing to the ELBO beyond restricting the support, and the ELBO is a lower bound on
     ``log`` of the integral of the likelihood over the polytope (finite: the free entries
     ``X[:N-1, :N-1]``, in which both densities are taken, lie in the unit cube).
@@ -31,6 +37,14 @@ class FlatBirkhoff(ImproperUniform):
     samples are not doubly stochastic, so they are outside the support (``log_prob`` raises
     with validation); pair it with
     :class:`~pyro_permutations.distributions.RoundingPrior` instead.
+
+    **sample() is not a draw.** :meth:`sample` returns the centre of the polytope, the matrix
+    with every entry ``1 / n`` (the mean of the uniform distribution on the polytope, which
+    this density is once normalised), the same matrix each call, so that Pyro's
+    initialisation (``init_to_feasible``, the default of ``AutoNormal``; ``init_to_mean`` and
+    ``init_to_median``) and ``Predictive`` can trace the model. Do not read its "samples" as a
+    prior predictive: for draws from the uniform distribution on the polytope, use a proper
+    distribution on it instead.
 
     Shapes: ``event_shape = (n, n)``; ``log_prob`` returns zeros of the broadcast of the value's
     batch shape with ``batch_shape``.
@@ -58,7 +72,15 @@ class FlatBirkhoff(ImproperUniform):
         if validate_args is not None:
             self._validate_args = validate_args
 
+    @classmethod
+    def infer_shapes(cls, n, batch_shape=(), validate_args=()):
+        """``(batch_shape, event_shape)``: ``n`` is passed as its value (an int; no tensor
+        argument carries the matrix size) and ``batch_shape`` as the batch shape itself."""
+        n = check_size(n, "n", "the matrix size N, passed as an int: no tensor carries it")
+        return torch.Size(batch_shape), torch.Size((n, n))
+
     def expand(self, batch_shape, _instance=None):
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         new = self._get_checked_instance(FlatBirkhoff, _instance)
         new.n = self.n
         new = super().expand(batch_shape, _instance=new)
@@ -66,6 +88,7 @@ class FlatBirkhoff(ImproperUniform):
         return new
 
     def log_prob(self, value):
+        check_event_shape(value, self.event_shape, type(self).__name__)
         if self._validate_args:
             self._validate_sample(value)
         shape = broadcast_shapes(
@@ -75,10 +98,14 @@ class FlatBirkhoff(ImproperUniform):
         )
         return value.new_zeros(shape)
 
+    @property
+    def mean(self):
+        """The centre of the polytope, every entry ``1 / n`` (the mean of the normalised
+        uniform distribution on it), shape ``batch_shape + (n, n)``."""
+        return torch.full(self.batch_shape + self.event_shape, 1.0 / self.n)
+
     def sample(self, sample_shape=()):
-        raise NotImplementedError(
-            "FlatBirkhoff is an improper prior (its density does not integrate) and cannot be "
-            "sampled; use it only in models whose guide provides the value (a "
-            "StickBreakingBirkhoff guide), or sample a proper distribution on the polytope such "
-            "as StickBreakingBirkhoff"
-        )
+        """The centre of the polytope (every entry ``1 / n``), shape ``sample_shape +
+        batch_shape + (n, n)``, in torch's default dtype: a valid point for Pyro's
+        initialisation and ``Predictive``, not a random draw (see the class docstring)."""
+        return self.mean.expand(self._extended_shape(sample_shape))

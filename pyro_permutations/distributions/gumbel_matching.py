@@ -6,7 +6,7 @@ from torch.distributions import constraints
 
 from pyro_permutations.constraints import permutation
 from pyro_permutations.ops import matching, sample_gumbel
-from pyro_permutations.ops._validation import check_scores
+from pyro_permutations.ops._validation import check_event_shape, check_expand, check_scores
 
 __all__ = ["GumbelMatching"]
 
@@ -52,11 +52,15 @@ class GumbelMatching(TorchDistribution):
         check_scores(log_alpha, "log_alpha", allow_neg_inf=True)
         self.log_alpha = log_alpha
         n = log_alpha.shape[-1]
-        super().__init__(log_alpha.shape[:-2], torch.Size((n,)), validate_args=validate_args)
+        # log_alpha is checked above (torch's check of an independent constraint fails on an
+        # empty batch), so torch's own check is skipped.
+        super().__init__(log_alpha.shape[:-2], torch.Size((n,)), validate_args=False)
+        if validate_args is not None:
+            self._validate_args = validate_args
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GumbelMatching, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         n = self.event_shape[0]
         new.log_alpha = self.log_alpha.expand(batch_shape + (n, n))
         super(GumbelMatching, new).__init__(batch_shape, self.event_shape, validate_args=False)
@@ -64,7 +68,8 @@ class GumbelMatching(TorchDistribution):
         return new
 
     @classmethod
-    def infer_shapes(cls, log_alpha):
+    def infer_shapes(cls, log_alpha, validate_args=()):
+        """``(batch_shape, event_shape)`` for scores ``log_alpha`` of the given shape."""
         return torch.Size(log_alpha[:-2]), torch.Size(log_alpha[-1:])
 
     def sample(self, sample_shape=torch.Size()):
@@ -79,7 +84,16 @@ class GumbelMatching(TorchDistribution):
         """The most likely permutation under the scores, ``M(log_alpha)``."""
         return matching(self.log_alpha)
 
+    def rsample(self, sample_shape=torch.Size()):
+        raise NotImplementedError(
+            "GumbelMatching has no reparameterized sample: M(X + eps) is piecewise constant in "
+            "X, so its gradient is zero almost everywhere. Use sample() for hard permutations, "
+            "GumbelSinkhorn(log_alpha, temperature).rsample() for a differentiable relaxation, "
+            "or GumbelSinkhornStraightThrough for hard samples with relaxed gradients."
+        )
+
     def log_prob(self, value):
+        check_event_shape(value, self.event_shape, type(self).__name__)
         raise NotImplementedError(
             "GumbelMatching has no closed-form pmf: P(M(X + eps) = perm) is not proportional "
             "to exp(<P, X>) and sums over a polytope's normal cone. Estimate it from samples "

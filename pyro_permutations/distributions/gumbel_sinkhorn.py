@@ -9,7 +9,14 @@ from torch.distributions.kl import register_kl
 
 from pyro_permutations.constraints import birkhoff, column_stochastic
 from pyro_permutations.ops import log_sinkhorn, matching, perm_to_matrix, sample_gumbel
-from pyro_permutations.ops._validation import broadcast_shapes, check_scores
+from pyro_permutations.ops._validation import (
+    broadcast_shapes,
+    check_event_shape,
+    check_expand,
+    check_scores,
+    check_temperature,
+)
+from pyro_permutations.ops.sinkhorn import _check_options
 
 __all__ = [
     "GumbelSinkhorn",
@@ -21,9 +28,6 @@ __all__ = [
 #: Name of the attribute by which a sampled matrix carries its perturbed scores ``Z``
 #: (as Pyro's straight-through distributions carry ``_unquantize``).
 SCORES_ATTR = "_gumbel_sinkhorn_scores"
-
-#: The support with ``n_iters=0``: ``exp(Z)``, no normalisation at all.
-_NONNEGATIVE_MATRICES = constraints.independent(constraints.nonnegative, 2)
 
 
 def attach_scores(value, scores):
@@ -80,14 +84,18 @@ class GumbelSinkhorn(TorchDistribution):
     :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``; ``-inf`` entries
         are forbidden pairs (they stay ``-inf`` in ``Z``, are zero in ``P`` and add nothing to
         the density; see above).
-    :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape; it
-        takes ``log_alpha``'s dtype and device.
-    :param float tol: Sinkhorn's marginal-error tolerance (see :func:`log_sinkhorn`).
-    :param int n_iters: if given, that many plain Sinkhorn sweeps instead (as in [GS]); the
-        rows of ``P`` are then normalised only approximately, and :attr:`support` is
+    :param temperature: ``tau``, positive and finite, a float or a tensor broadcastable to the
+        batch shape; it takes ``log_alpha``'s dtype and device.
+    :param float tol: Sinkhorn's marginal-error tolerance, ``> 0`` (see :func:`log_sinkhorn`).
+    :param int n_iters: if given, that many plain Sinkhorn sweeps instead (``>= 1``, as in
+        [GS]); the rows of ``P`` are then normalised only approximately, and :attr:`support` is
         :data:`~pyro_permutations.constraints.column_stochastic` instead of
         :data:`~pyro_permutations.constraints.birkhoff`.
     :param str grad: ``"implicit"`` or ``"unrolled"`` (see :func:`log_sinkhorn`).
+    :raises ValueError: if ``log_alpha`` is not a floating batch of square matrices (NaN and
+        ``+inf`` refused), ``temperature`` is not positive and finite, or ``tol``, ``n_iters``
+        or ``grad`` is invalid (checked here, whatever ``validate_args``, not when sampling).
+    :raises TypeError: if ``temperature`` is neither a number nor a floating tensor.
 
     Shapes: ``batch_shape = broadcast(log_alpha.shape[:-2], temperature.shape)``,
     ``event_shape = (N, N)``.
@@ -119,10 +127,10 @@ class GumbelSinkhorn(TorchDistribution):
         self, log_alpha, temperature, *, tol=1e-5, n_iters=None, grad=None, validate_args=None
     ):
         check_scores(log_alpha, "log_alpha", allow_neg_inf=True)
+        temperature = check_temperature(temperature)
+        _check_options(tol, 1, n_iters, grad)
         if not isinstance(temperature, torch.Tensor):
             temperature = torch.tensor(temperature, dtype=log_alpha.dtype, device=log_alpha.device)
-        if validate_args is not False and (temperature <= 0).any():
-            raise ValueError(f"temperature must be positive, got {temperature}")
         batch_shape = broadcast_shapes(
             "batch shapes",
             ("log_alpha", log_alpha.shape[:-2]),
@@ -134,11 +142,15 @@ class GumbelSinkhorn(TorchDistribution):
             batch_shape
         )
         self.tol, self.n_iters, self.grad = tol, n_iters, grad
-        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+        # The arguments are checked above (torch's check of an independent constraint fails on
+        # an empty batch), so torch's own check is skipped.
+        super().__init__(batch_shape, event_shape, validate_args=False)
+        if validate_args is not None:
+            self._validate_args = validate_args
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GumbelSinkhorn, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         new.log_alpha = self.log_alpha.expand(batch_shape + self.event_shape)
         new.temperature = self.temperature.expand(batch_shape)
         new.tol, new.n_iters, new.grad = self.tol, self.n_iters, self.grad
@@ -147,20 +159,19 @@ class GumbelSinkhorn(TorchDistribution):
         return new
 
     @classmethod
-    def infer_shapes(cls, log_alpha, temperature=()):
-        batch_shape = torch.broadcast_shapes(log_alpha[:-2], temperature)
-        return batch_shape, log_alpha[-2:]
+    def infer_shapes(cls, log_alpha, temperature=(), tol=(), n_iters=(), grad=(), validate_args=()):
+        """``(batch_shape, event_shape)`` for arguments of the given shapes; the options
+        (``tol``, ``n_iters``, ``grad``, ``validate_args``) do not change them."""
+        batch_shape = torch.broadcast_shapes(torch.Size(log_alpha[:-2]), torch.Size(temperature))
+        return batch_shape, torch.Size(log_alpha[-2:])
 
     @property
     def support(self):
         """:data:`~pyro_permutations.constraints.birkhoff` when stopping on ``tol``;
-        :data:`~pyro_permutations.constraints.column_stochastic` with ``n_iters >= 1`` sweeps
-        (which end on the columns, so the rows sum to one only approximately); non-negative
-        matrices ``exp(Z)`` with ``n_iters = 0``."""
+        :data:`~pyro_permutations.constraints.column_stochastic` with ``n_iters`` sweeps
+        (which end on the columns, so the rows sum to one only approximately)."""
         if self.n_iters is None:
             return birkhoff
-        if self.n_iters == 0:
-            return _NONNEGATIVE_MATRICES
         return column_stochastic
 
     def _tau(self):
@@ -207,6 +218,7 @@ class GumbelSinkhorn(TorchDistribution):
         return per_entry.sum((-2, -1))
 
     def log_prob(self, value):
+        check_event_shape(value, self.event_shape, type(self).__name__)
         scores = perturbed_scores(value)
         if scores is None:
             raise ValueError(

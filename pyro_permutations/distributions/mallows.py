@@ -17,7 +17,12 @@ from pyro_permutations.ops import (
     hamming_distance,
     kendall_distance,
 )
-from pyro_permutations.ops._validation import MAX_ENUMERATE_N, broadcast_shapes, check_perm
+from pyro_permutations.ops._validation import (
+    MAX_ENUMERATE_N,
+    broadcast_shapes,
+    check_number_or_tensor,
+    check_perm,
+)
 from pyro_permutations.ops.permutations import _broadcast_batch
 
 __all__ = ["Mallows"]
@@ -207,6 +212,7 @@ class Mallows(DiscretePermutationDistribution):
                 f"enumerating all N! permutations (limit N <= {MAX_ENUMERATE_N}); use "
                 f"distance='kendall', 'cayley' or 'hamming' (closed forms) for larger N"
             )
+        check_number_or_tensor(theta, "theta", "the dispersion, theta >= 0")
         if not isinstance(theta, torch.Tensor):
             theta = torch.tensor(theta, dtype=torch.get_default_dtype(), device=center.device)
         else:  # theta joins the centre's device, where every distance is computed
@@ -222,7 +228,7 @@ class Mallows(DiscretePermutationDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(Mallows, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = self._expanded_shape(batch_shape)
         new.center = self.center.expand(batch_shape + (self.n,))
         new.theta = self.theta.expand(batch_shape)
         new.distance = self.distance
@@ -231,7 +237,9 @@ class Mallows(DiscretePermutationDistribution):
         return new
 
     @classmethod
-    def infer_shapes(cls, center, theta=()):
+    def infer_shapes(cls, center, theta=(), distance=(), validate_args=()):
+        """``(batch_shape, event_shape)`` for ``center`` and ``theta`` of the given shapes
+        (``distance`` and ``validate_args`` do not change them)."""
         batch_shape = torch.broadcast_shapes(torch.Size(center[:-1]), torch.Size(theta))
         return batch_shape, torch.Size(center[-1:])
 
@@ -254,8 +262,7 @@ class Mallows(DiscretePermutationDistribution):
         return _log_normalizer_from_counts(theta, _footrule_log_counts(n))
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
+        self._check_value(value)
         # Non-permutations are replaced by the identity for the distance, then get -inf.
         valid, safe = self._split_support(value)
         safe, center = _broadcast_batch(safe, self.center, "value", "center")

@@ -93,14 +93,15 @@ class PlackettLuce(DiscretePermutationDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(PlackettLuce, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = self._expanded_shape(batch_shape)
         new.logits = self.logits.expand(batch_shape + (self.n,))
         super(PlackettLuce, new).__init__(batch_shape, self.n, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     @classmethod
-    def infer_shapes(cls, logits):
+    def infer_shapes(cls, logits, validate_args=()):
+        """``(batch_shape, event_shape)`` for ``logits`` of the given shape ``(..., N)``."""
         return torch.Size(logits[:-1]), torch.Size(logits[-1:])
 
     def sample(self, sample_shape=torch.Size()):
@@ -117,8 +118,7 @@ class PlackettLuce(DiscretePermutationDistribution):
         return invert_perm(order)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
+        self._check_value(value)
         valid, perm = self._split_support(value)
         perm, logits = _broadcast_batch(perm, self.logits, "value", "logits")
         s = logits.gather(-1, invert_perm(perm))  # s[k] = logits[order[k]]

@@ -9,7 +9,14 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
-from pyro_permutations.ops._validation import broadcast_shapes, check_floating, check_square
+from pyro_permutations.ops._validation import (
+    broadcast_shapes,
+    check_event_shape,
+    check_expand,
+    check_finite,
+    check_floating,
+    check_square,
+)
 from pyro_permutations.ops.matching import matching
 from pyro_permutations.ops.permutations import perm_to_matrix
 from pyro_permutations.transforms.rounding import RoundingBirkhoffTransform
@@ -57,7 +64,8 @@ class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     :param scale: standard deviations ``V > 0``, a tensor broadcastable with ``loc`` or a float.
     :param float temperature: ``tau`` in ``(0, 1)``.
     :param bool validate_args: as for any distribution.
-    :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not a floating batch
+    :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not finite (always
+        checked), ``loc`` is not a floating batch
         of square matrices, the shapes of ``loc`` and ``scale`` do not broadcast, or (when
         validating) ``scale`` is not positive.
 
@@ -90,6 +98,7 @@ class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature, validate_args=None):
         transform = RoundingBirkhoffTransform(temperature)
         check_floating(loc, "loc")
+        check_finite(loc, "loc")
         broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
         loc, scale = broadcast_all(loc, scale)
         check_square(loc, "loc")
@@ -97,15 +106,17 @@ class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
         super().__init__(base_dist, transform, validate_args=validate_args)
 
     @classmethod
-    def infer_shapes(cls, loc, scale, temperature=()):
+    def infer_shapes(cls, loc, scale, temperature=(), validate_args=()):
         shape = broadcast_shape(loc, scale)
         return torch.Size(shape[:-2]), torch.Size(shape[-2:])
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         new = self._get_checked_instance(RoundingBirkhoff, _instance)
         return super().expand(batch_shape, _instance=new)
 
     def log_prob(self, value):
+        check_event_shape(value, self.event_shape, type(self).__name__)
         if self._validate_args:
             self._validate_sample(value)
         n = value.shape[-1]

@@ -7,7 +7,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyro_permutations.ops._validation import check_size
+from pyro_permutations.ops._validation import check_event_shape, check_expand, check_size
 
 __all__ = ["RoundingPrior"]
 
@@ -71,14 +71,14 @@ class RoundingPrior(TorchDistribution):
                 raise ValueError(f"eta must be positive (a standard deviation), got {eta!r}")
             eta = torch.tensor(float(eta), dtype=torch.get_default_dtype())
         elif not isinstance(eta, torch.Tensor):
-            raise ValueError(
+            raise TypeError(
                 f"eta must be a positive float or a tensor, got {type(eta).__name__} {eta!r}"
             )
         self.eta = eta
         super().__init__(eta.shape, torch.Size((n, n)), validate_args=validate_args)
 
     @classmethod
-    def infer_shapes(cls, n, eta=()):
+    def infer_shapes(cls, n, eta=(), validate_args=()):
         """``(batch_shape, event_shape)`` from the matrix size ``n`` (an int, as passed to the
         constructor, since no tensor argument carries it) and the shape of ``eta``."""
         n = _check_n(n)
@@ -86,7 +86,7 @@ class RoundingPrior(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(RoundingPrior, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         new.n = self.n
         new.eta = self.eta.expand(batch_shape)
         super(RoundingPrior, new).__init__(batch_shape, self.event_shape, validate_args=False)
@@ -112,6 +112,7 @@ class RoundingPrior(TorchDistribution):
             return centre + eta * noise
 
     def log_prob(self, value):
+        check_event_shape(value, self.event_shape, type(self).__name__)
         if self._validate_args:
             self._validate_sample(value)
         # eta is a scale, usually given as a float: it takes the value's dtype and device.

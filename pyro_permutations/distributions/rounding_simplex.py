@@ -9,7 +9,13 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
-from pyro_permutations.ops._validation import broadcast_shapes, check_floating
+from pyro_permutations.ops._validation import (
+    broadcast_shapes,
+    check_event_shape,
+    check_expand,
+    check_finite,
+    check_floating,
+)
 from pyro_permutations.transforms.rounding_simplex import RoundingSimplexTransform, round_to_vertex
 
 __all__ = ["RoundingSimplex"]
@@ -51,7 +57,8 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
         float.
     :param float temperature: ``tau`` in ``(0, 1)``.
     :param bool validate_args: as for any distribution.
-    :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not a floating
+    :raises ValueError: if ``temperature`` is not in ``(0, 1)``, ``loc`` is not finite (always
+        checked), ``loc`` is not a floating
         tensor of shape ``(..., N)`` with ``N >= 1``, the shapes of ``loc`` and ``scale`` do not
         broadcast, or (when validating) ``scale`` is not positive.
 
@@ -86,6 +93,7 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature, validate_args=None):
         transform = RoundingSimplexTransform(temperature)
         check_floating(loc, "loc")
+        check_finite(loc, "loc")
         broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
         loc, scale = broadcast_all(loc, scale)
         if loc.dim() < 1 or loc.shape[-1] < 1:
@@ -97,11 +105,12 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
         super().__init__(base_dist, transform, validate_args=validate_args)
 
     @classmethod
-    def infer_shapes(cls, loc, scale, temperature=()):
+    def infer_shapes(cls, loc, scale, temperature=(), validate_args=()):
         shape = broadcast_shape(loc, scale)
         return torch.Size(shape[:-1]), torch.Size(shape[-1:])
 
     def expand(self, batch_shape, _instance=None):
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         new = self._get_checked_instance(RoundingSimplex, _instance)
         return super().expand(batch_shape, _instance=new)
 
@@ -117,6 +126,7 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
         return top >= psi.amax(-1) - slack
 
     def log_prob(self, value):
+        check_event_shape(value, self.event_shape, type(self).__name__)
         if self._validate_args:
             self._validate_sample(value)
         n = value.shape[-1]

@@ -7,7 +7,13 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from pyro_permutations.distributions._transformed_normal import TransformedNormalMixin, shape_of
-from pyro_permutations.ops._validation import broadcast_shapes, check_floating
+from pyro_permutations.ops._validation import (
+    broadcast_shapes,
+    check_event_shape,
+    check_expand,
+    check_finite,
+    check_floating,
+)
 from pyro_permutations.transforms.stick_breaking_simplex import StickBreakingSimplexTransform
 
 __all__ = ["StickBreakingSimplex"]
@@ -46,7 +52,8 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
     :param scale: ``nu > 0``, a tensor broadcastable with ``loc`` or a float.
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param bool validate_args: as for any torch distribution.
-    :raises ValueError: if ``temperature`` is not positive (always checked), ``loc`` is not a
+    :raises ValueError: if ``temperature`` is not positive and finite or ``loc`` is not finite
+        (both always checked), ``loc`` is not a
         floating tensor with at least one dimension, the shapes of ``loc``, ``scale`` and
         ``temperature`` do not broadcast, or (when validating) ``scale`` is not positive.
 
@@ -83,6 +90,7 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
     def __init__(self, loc, scale, temperature=1.0, validate_args=None):
         transform = StickBreakingSimplexTransform(temperature, cache_size=1)
         check_floating(loc, "loc")
+        check_finite(loc, "loc")
         broadcast_shapes("shapes", ("loc", loc.shape), ("scale", shape_of(scale)))
         loc, scale = broadcast_all(loc, scale)
         if loc.dim() < 1:
@@ -99,7 +107,7 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
         super().__init__(base, transform, validate_args=validate_args)
 
     @classmethod
-    def infer_shapes(cls, loc, scale, temperature=()):
+    def infer_shapes(cls, loc, scale, temperature=(), validate_args=()):
         """``(batch_shape, event_shape)`` for arguments of the given shapes (``loc`` and
         ``scale`` of shape ``(..., N-1)``, ``temperature`` a batch shape)."""
         batch_shape = torch.Size(broadcast_shape(loc[:-1], scale[:-1], tuple(temperature)))
@@ -108,7 +116,7 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(StickBreakingSimplex, _instance)
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = check_expand(type(self).__name__, self.batch_shape, batch_shape)
         tau = self.temperature
         if isinstance(tau, torch.Tensor):
             tau = tau.expand(batch_shape)
@@ -135,3 +143,11 @@ class StickBreakingSimplex(TransformedNormalMixin, TransformedDistribution):
         log_left = torch.cumsum(log_rest, -1)
         log_before = torch.nn.functional.pad(log_left[..., :-1], (1, 0))
         return torch.cat([log_rho + log_before, log_left[..., -1:]], -1).exp()
+
+    def log_prob(self, value):
+        """The exact log-density of ``value`` (see the class docstring); ``-inf`` at a vertex,
+        where the density's limit is 0 (the map reaches only the interior). A value whose
+        rightmost dimensions are not ``event_shape`` raises a ``ValueError``, whatever
+        ``validate_args``."""
+        check_event_shape(value, self.event_shape, type(self).__name__)
+        return self._stick_breaking_log_prob(value, super().log_prob)

@@ -55,10 +55,19 @@ class UniformPermutation(DiscretePermutationDistribution):
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(UniformPermutation, _instance)
+        batch_shape = self._expanded_shape(batch_shape)
         new.device = self.device
         super(UniformPermutation, new).__init__(batch_shape, self.n, validate_args=False)
         new._validate_args = self._validate_args
         return new
+
+    @classmethod
+    def infer_shapes(cls, n, batch_shape=(), validate_args=(), device=()):
+        """``(batch_shape, event_shape)``: ``n`` is passed as its value (an int; no tensor
+        argument carries the number of items) and ``batch_shape`` as the batch shape itself;
+        ``validate_args`` and ``device`` (passed as ``()``) do not change them."""
+        n = check_size(n, "n", "the number of items, passed as an int: no tensor carries it")
+        return torch.Size(batch_shape), torch.Size((n,))
 
     def _device(self):
         return self.device
@@ -67,8 +76,7 @@ class UniformPermutation(DiscretePermutationDistribution):
         return torch.rand(self._extended_shape(sample_shape), device=self.device).argsort(dim=-1)
 
     def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
+        self._check_value(value)
         valid, _ = self._split_support(value)
         shape = broadcast_shapes(
             "batch shapes", ("value", valid.shape), ("batch_shape", self.batch_shape)

@@ -616,7 +616,7 @@ class PermutationKernel(MCMCKernel):
                 f"({c},) + {info['batch'] + (n,)}"
             ) from None
         if allowed is not None:
-            ok = allowed.unsqueeze(0).gather(-1, value.unsqueeze(-1)).all()
+            ok = allowed.expand(c, m, n, n).gather(-1, value.unsqueeze(-1)).all()
             if not ok:
                 raise ValueError(
                     f"{arg} assigns a row to a forbidden column (mask or -inf log_alpha); "

@@ -2,7 +2,7 @@
 
 import torch
 
-from pyro_permutations.ops._validation import broadcast_shapes
+from pyro_permutations.ops._validation import broadcast_shapes, check_floating
 
 __all__ = [
     "bhattacharyya_coefficient",
@@ -21,6 +21,7 @@ def _check_pmfs(p, q):
     for name, x in (("p", p), ("q", q)):
         if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
             raise ValueError(f"{name} must be a floating tensor of probabilities (..., K)")
+        check_floating(x, name)  # float16 and bfloat16 are refused, as by every computation
     if p.device != q.device:
         raise ValueError(f"p is on {p.device} but q is on {q.device}; move them to one device")
     for name, x in (("p", p), ("q", q)):

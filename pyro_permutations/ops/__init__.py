@@ -3,6 +3,13 @@
 Convention, everywhere in this library: a permutation of ``N`` items is a long tensor ``perm``
 of shape ``(..., N)`` where ``perm[i] = j`` means row ``i`` goes to column ``j``; its matrix has
 ``P[..., i, perm[i]] = 1``.
+
+Floating dtypes, one policy for the whole library: computations (Sinkhorn, matching, the
+distributions' parameters and densities, the pmf distances) take float32 or float64 and refuse
+float16 and bfloat16 with a ``ValueError`` that says to convert, since their rounding (about
+``1e-3`` and ``1e-2``) is coarser than the tolerances those computations work to; exact
+conversions whose results are 0, 1 or indices (``perm_to_matrix``, ``matrix_to_perm``) accept
+any floating dtype.
 """
 
 from pyro_permutations.ops.distances import (

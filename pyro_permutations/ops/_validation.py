@@ -1,7 +1,14 @@
 """Argument checks shared by the tensor operations.
 
-Every check raises :class:`ValueError` (or :class:`TypeError` for a non-tensor) whose message
-names the argument, says what is wrong and what to do instead.
+Every check raises :class:`ValueError` (or :class:`TypeError` for an argument of the wrong
+type) whose message names the argument, says what is wrong and what to do instead.
+
+**Floating dtypes.** One policy everywhere: numerical computations (the Sinkhorn and matching
+solvers, the distributions' parameters and densities, the pmf distances) take float32 or
+float64 and refuse float16 and bfloat16 with a ``ValueError`` that says to convert (their
+rounding, about ``1e-3`` and ``1e-2``, is coarser than the tolerances the solvers and
+normalisation checks work to). Exact conversions whose results are 0, 1 or indices
+(``perm_to_matrix``, ``matrix_to_perm``) accept any floating dtype.
 """
 
 import numbers
@@ -24,6 +31,85 @@ def check_floating(x, name):
         raise ValueError(
             f"{name} must have a floating-point dtype (float32 or float64), got {x.dtype}; "
             f"convert it with {name}.double() or {name}.float()"
+        )
+
+
+def check_temperature(temperature, name="temperature"):
+    """``temperature`` is a positive finite number (a Python or NumPy real, not a bool) or a
+    floating tensor of positive finite entries; returns a number as a ``float``, a tensor
+    unchanged. A ``TypeError`` for any other type (a string, say), a ``ValueError`` for a value
+    that is zero, negative, infinite or NaN."""
+    if isinstance(temperature, torch.Tensor):
+        if not temperature.dtype.is_floating_point:
+            raise TypeError(
+                f"{name} must be a positive float or a floating tensor, got a tensor of dtype "
+                f"{temperature.dtype}; convert it with {name}.float()"
+            )
+        ok = (temperature > 0) & torch.isfinite(temperature)
+        if not bool(ok.all()):
+            bad = temperature.detach()[~ok].flatten()[0].item()
+            raise ValueError(
+                f"{name} must be positive and finite everywhere, got an entry {bad}; a "
+                f"temperature is a positive scale (small values give near-permutations)"
+            )
+        return temperature
+    if isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
+        if not 0 < temperature < float("inf"):
+            raise ValueError(
+                f"{name} must be a positive finite number, got {temperature!r}; a temperature "
+                f"is a positive scale (small values give near-permutations)"
+            )
+        return float(temperature)
+    raise TypeError(
+        f"{name} must be a positive float or a floating tensor, got "
+        f"{type(temperature).__name__} {temperature!r}"
+    )
+
+
+def check_number_or_tensor(x, name, what):
+    """``x`` is a real number (not a bool) or a tensor; a ``TypeError`` naming ``name`` and
+    saying what it is (``what``, e.g. ``"a dispersion theta >= 0"``) otherwise."""
+    if isinstance(x, torch.Tensor) or (isinstance(x, numbers.Real) and not isinstance(x, bool)):
+        return x
+    raise TypeError(
+        f"{name} must be a number or a floating tensor ({what}), got {type(x).__name__} {x!r}"
+    )
+
+
+def check_expand(owner, batch_shape, new_shape):
+    """``new_shape`` is a batch shape that ``batch_shape`` expands to, as for
+    ``Tensor.expand``: at least as many dimensions, and each existing dimension (aligned from the
+    right) equal to the new size or 1. Returns ``torch.Size(new_shape)``; ``owner`` names the
+    distribution for the message."""
+    try:
+        new_shape = torch.Size(new_shape)
+    except TypeError:
+        raise TypeError(
+            f"{owner}.expand needs a batch shape (a tuple of ints), got {new_shape!r}"
+        ) from None
+    ok = len(new_shape) >= len(batch_shape) and all(s >= 0 for s in new_shape)
+    if ok:
+        tail = new_shape[len(new_shape) - len(batch_shape) :]
+        ok = all(old == new or old == 1 for old, new in zip(batch_shape, tail))
+    if not ok:
+        raise ValueError(
+            f"cannot expand {owner} of batch_shape {tuple(batch_shape)} to batch_shape "
+            f"{tuple(new_shape)}: a dimension can only grow from size 1 (aligned from the "
+            f"right), and no dimension can be removed"
+        )
+    return new_shape
+
+
+def check_event_shape(value, event_shape, owner):
+    """``value``'s rightmost dimensions are ``event_shape``; a ``ValueError`` naming both
+    otherwise (checked whether or not the distribution validates its arguments)."""
+    check_tensor(value, "value")
+    k = len(event_shape)
+    if value.dim() < k or tuple(value.shape[value.dim() - k :]) != tuple(event_shape):
+        raise ValueError(
+            f"value has shape {tuple(value.shape)}, but {owner} has event_shape "
+            f"{tuple(event_shape)}: the value's rightmost dimensions must be "
+            f"{tuple(event_shape)} (any batch dimensions before them)"
         )
 
 
@@ -77,6 +163,15 @@ def broadcast_shapes(what, *named):
             f"{what} of {listed} do not broadcast; make them equal or 1 in each dimension "
             f"(aligned from the right)"
         ) from e
+
+
+def check_finite(x, name):
+    """``x`` holds no NaN or infinity (checked whatever ``validate_args``)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"{name} contains NaN or +-inf; it must be finite (a location far from the others "
+            f"needs a large, finite value)"
+        )
 
 
 def check_no_nan(x, name):

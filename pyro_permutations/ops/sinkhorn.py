@@ -7,7 +7,7 @@ import torch
 
 from pyro_permutations.ops._sinkhorn_implicit import ImplicitSinkhorn
 from pyro_permutations.ops._sinkhorn_newton import newton_solve
-from pyro_permutations.ops._validation import check_scores, is_int
+from pyro_permutations.ops._validation import check_floating, check_scores, check_square, is_int
 from pyro_permutations.ops.matching import matching
 
 __all__ = ["SinkhornInfo", "log_sinkhorn", "marginal_error", "sinkhorn"]
@@ -63,7 +63,13 @@ class SinkhornInfo(_SinkhornInfoFields):
 
 
 def marginal_error(log_p):
-    """Marginal error ``max(|P 1 - 1|_inf, |P^T 1 - 1|_inf)`` of ``P = exp(log_p)``, ``(...)``."""
+    """Marginal error ``max(|P 1 - 1|_inf, |P^T 1 - 1|_inf)`` of ``P = exp(log_p)``, ``(...)``.
+
+    :param torch.Tensor log_p: log-matrices of shape ``(..., N, N)``, floating.
+    :raises ValueError: if ``log_p`` is not a floating batch of square matrices.
+    """
+    check_floating(log_p, "log_p")
+    check_square(log_p, "log_p")
     p = torch.exp(log_p)
     rows = (p.sum(-1) - 1).abs().amax(-1)
     cols = (p.sum(-2) - 1).abs().amax(-1)
@@ -75,8 +81,11 @@ def _check_options(tol, max_iter, n_iters, grad):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     if not (is_int(max_iter) and max_iter >= 1):
         raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
-    if n_iters is not None and not (is_int(n_iters) and n_iters >= 0):
-        raise ValueError(f"n_iters must be None or a non-negative int, got {n_iters!r}")
+    if n_iters is not None and not (is_int(n_iters) and n_iters >= 1):
+        raise ValueError(
+            f"n_iters must be None (stop on tol) or a positive int (that many sweeps), got "
+            f"{n_iters!r}; n_iters=0 would return exp(log_alpha) unnormalised"
+        )
     if grad is not None and grad not in GRAD_MODES:
         raise ValueError(f"grad must be one of {GRAD_MODES} or None, got {grad!r}")
     if grad == "implicit" and n_iters is not None:
@@ -163,7 +172,7 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
         is given, but still used for ``info.converged``).
     :param int max_iter: most iterations (plain sweeps, Newton steps and temperature-stage
         changes together) before giving up (``info.converged`` is then False).
-    :param int n_iters: if given, run exactly this many plain sweeps instead.
+    :param int n_iters: if given, run exactly this many plain sweeps instead (``>= 1``).
     :param str grad: ``"implicit"`` or ``"unrolled"``; ``None`` picks as described above.
     :param bool return_info: also return a :class:`SinkhornInfo`.
     :returns: ``log S(X)`` of shape ``(..., N, N)``, and the info if asked.
@@ -204,7 +213,7 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     counts = [torch.zeros(y.shape[0], dtype=torch.long, device=y.device) for _ in range(3)]
     final = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
     if n_iters is not None:
-        log_p = _sweeps(y, n_iters) if n_iters > 0 else y.clone()
+        log_p = _sweeps(y, n_iters)
         counts[0] += n_iters
         counts[1] += n_iters
     elif y.shape[0] == 0:

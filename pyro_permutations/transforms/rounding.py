@@ -19,10 +19,15 @@ def _check_temperature(temperature, name="temperature"):
 
     A 0-dim tensor is accepted and converted (gradients with respect to it are not tracked).
     """
-    if isinstance(temperature, torch.Tensor) and temperature.dim() == 0:
+    if isinstance(temperature, torch.Tensor):
+        if temperature.dim() != 0:
+            raise ValueError(
+                f"{name} must be a number in the open interval (0, 1) or a 0-dim tensor, got a "
+                f"tensor of shape {tuple(temperature.shape)}"
+            )
         temperature = temperature.item()
     if not isinstance(temperature, numbers.Real) or isinstance(temperature, bool):
-        raise ValueError(
+        raise TypeError(
             f"{name} must be a real number in the open interval (0, 1), "
             f"got {type(temperature).__name__} {temperature!r}"
         )
@@ -80,6 +85,7 @@ class RoundingBirkhoffTransform(TemperatureTransformMixin, Transform):
     :param float temperature: ``tau``, a real number in ``(0, 1)``.
     :param int cache_size: 0 or 1, as for any :class:`~torch.distributions.transforms.Transform`.
     :raises ValueError: if ``temperature`` is not in ``(0, 1)``.
+    :raises TypeError: if ``temperature`` is not a number (or a 0-dim tensor).
 
     Example::
 

@@ -57,6 +57,7 @@ class RoundingSimplexTransform(TemperatureTransformMixin, Transform):
     :param float temperature: ``tau``, a real number in ``(0, 1)``.
     :param int cache_size: 0 or 1, as for any :class:`~torch.distributions.transforms.Transform`.
     :raises ValueError: if ``temperature`` is not in ``(0, 1)``.
+    :raises TypeError: if ``temperature`` is not a number (or a 0-dim tensor).
 
     Example::
 

@@ -1,35 +1,21 @@
 """Stick-breaking bijection from real ``(N-1) x (N-1)`` matrices onto the Birkhoff polytope."""
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch.distributions import constraints
 from torch.distributions.transforms import Transform
 
 from pyro_permutations.constraints import birkhoff
-from pyro_permutations.ops._validation import broadcast_shapes
+from pyro_permutations.ops._validation import broadcast_shapes, check_temperature
 from pyro_permutations.transforms._temperature import TemperatureTransformMixin
 
 __all__ = ["StickBreakingBirkhoffTransform"]
 
 
 def _check_temperature(temperature):
-    if isinstance(temperature, torch.Tensor):
-        if not temperature.dtype.is_floating_point:
-            raise ValueError(
-                f"temperature must be a positive float or floating tensor, "
-                f"got dtype {temperature.dtype}"
-            )
-        if not bool((temperature > 0).all()) or not bool(torch.isfinite(temperature).all()):
-            raise ValueError("temperature must be positive and finite everywhere")
-    elif isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
-        if not 0 < temperature < float("inf"):
-            raise ValueError(f"temperature must be a positive finite float, got {temperature!r}")
-    else:
-        raise ValueError(
-            f"temperature must be a positive float or tensor, got {type(temperature).__name__}"
-        )
+    """A positive finite float or floating tensor (``TypeError`` for another type, a string
+    say; ``ValueError`` for a value that is not positive and finite)."""
+    check_temperature(temperature)
 
 
 def _check_square_event(shape, name):
@@ -132,6 +118,7 @@ class StickBreakingBirkhoffTransform(TemperatureTransformMixin, Transform):
     :param temperature: ``tau > 0``, a float or a tensor broadcastable to the batch shape.
     :param int cache_size: 0 or 1, as for any :class:`~torch.distributions.transforms.Transform`.
     :raises ValueError: if ``temperature`` is not positive and finite.
+    :raises TypeError: if ``temperature`` is neither a number nor a floating tensor.
 
     Shapes: ``(..., N-1, N-1) -> (..., N, N)`` for ``N >= 1``; the log-Jacobian has the batch
     shape ``(...)``. Rows index items and columns positions, as everywhere in this package.

@@ -39,7 +39,7 @@ def test_shapes_and_support(dtype, alpha_batch, tau_shape, sample_shape):
     assert e.batch_shape == (5,) + batch and e.rsample().shape == (5,) + batch + (n, n)
 
 
-@pytest.mark.parametrize("n_iters", [None, 0, 1, 5, 20])
+@pytest.mark.parametrize("n_iters", [None, 1, 5, 20])
 def test_support_holds_the_samples_whatever_the_stopping_rule(n_iters):
     torch.manual_seed(12)
     log_alpha = torch.randn(6, 6)
@@ -48,7 +48,7 @@ def test_support_holds_the_samples_whatever_the_stopping_rule(n_iters):
     assert d.support.check(p).all() and d.expand((2,)).support == d.support
     if n_iters is None:
         assert d.support is birkhoff
-    elif n_iters > 0:
+    else:
         # Sweeps end on the columns: those sum to one, the rows only roughly.
         assert d.support is column_stochastic and not birkhoff.check(p).all()
     hard = GumbelSinkhornStraightThrough(log_alpha, 0.1, n_iters=n_iters)

@@ -1,5 +1,6 @@
 import contextlib
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -164,9 +165,23 @@ NON_PERMUTATIONS = [
     torch.tensor([-1, 0, 1]),  # out of range
     torch.tensor([0, 1, 3]),
     torch.tensor([0.0, 1.0, 2.0]),  # not an integer tensor
-    torch.tensor([0, 1]),  # too few items
-    torch.tensor([0, 1, 2, 3]),  # too many items
 ]
+#: Values with too few or too many items: a shape error, not -inf, with or without validation.
+WRONG_LENGTHS = [torch.tensor([0, 1]), torch.tensor([0, 1, 2, 3])]
+
+
+@pytest.mark.parametrize("validate_args", [False, True])
+@pytest.mark.parametrize("value", WRONG_LENGTHS, ids=str)
+def test_a_value_of_the_wrong_length_is_a_shape_error(value, validate_args):
+    dists = [
+        PlackettLuce(torch.zeros(3), validate_args=validate_args),
+        Mallows(torch.tensor([2, 0, 1]), 1.0, validate_args=validate_args),
+        UniformPermutation(3, validate_args=validate_args),
+    ]
+    for d in dists:
+        message = f"value has shape {tuple(value.shape)}, but {type(d).__name__} has event_shape"
+        with pytest.raises(ValueError, match=re.escape(message)):
+            d.log_prob(value)
 
 
 @pytest.mark.parametrize("value", NON_PERMUTATIONS, ids=str)

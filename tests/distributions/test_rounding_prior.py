@@ -143,7 +143,7 @@ def test_invalid_eta_float(bad):
 def test_invalid_eta_tensor():
     with pytest.raises(ValueError, match="eta"):
         RoundingPrior(3, torch.tensor([0.1, 0.0]), validate_args=True)
-    with pytest.raises(ValueError, match="eta"):
+    with pytest.raises(TypeError, match="eta must be a positive float or a tensor, got list"):
         RoundingPrior(3, [0.1])
 
 
@@ -187,9 +187,12 @@ def test_flat_validation_rejects_outside_birkhoff(value):
         assert FlatBirkhoff(3, validate_args=False).log_prob(value) == 0
 
 
-def test_flat_sample_raises():
-    with pytest.raises(NotImplementedError, match="improper"):
-        FlatBirkhoff(3).sample()
+def test_flat_sample_is_the_centre_of_the_polytope():
+    # Not a draw (the density is improper) but a valid point, for Pyro's initialisation.
+    d = FlatBirkhoff(3, batch_shape=(2,))
+    x = d.sample((4,))
+    assert x.shape == (4, 2, 3, 3) and birkhoff.check(x).all()
+    assert torch.equal(x, torch.full((4, 2, 3, 3), 1 / 3)) and torch.equal(d.mean, x[0])
     with pytest.raises(NotImplementedError):
         FlatBirkhoff(3).rsample()
 

@@ -1,5 +1,7 @@
 """Properties of the stick-breaking distribution on the Birkhoff polytope ([BP] section 3.1)."""
 
+import math
+
 import pytest
 import torch
 from pyro.distributions import Normal
@@ -206,5 +208,9 @@ def test_float32_smoke():
     d = StickBreakingBirkhoff(loc, torch.full((4, 4), 1e-2), temperature=0.5)
     x = d.rsample((10,))
     assert x.dtype == torch.float32 and not torch.isnan(x).any()
-    assert torch.isfinite(d.log_prob(x)).all()
-    assert torch.isfinite(d.log_prob(x.clone())).all()
+    assert torch.isfinite(d.log_prob(x)).all()  # the cached Psi: exact even at a vertex
+    # Without its Psi, a value that rounded to a vertex has the density's limit there, 0.
+    again = d.log_prob(x.clone())
+    vertex = ((x == 0) | (x == 1)).all((-2, -1))
+    assert vertex.any() and (again[vertex] == -math.inf).all()
+    assert torch.isfinite(again[~vertex]).all()

@@ -210,9 +210,11 @@ def test_n_iters_matches_reference_loop(n_iters, grad):
     torch.testing.assert_close(info.converged, info.error <= 1e-5)
 
 
-def test_n_iters_zero_is_exp():
-    scores = torch.randn(3, 4, 4, generator=torch.Generator().manual_seed(5))
-    torch.testing.assert_close(sinkhorn(scores, n_iters=0), scores.exp())
+@pytest.mark.parametrize("n_iters", [0, -1])
+def test_n_iters_below_one_is_refused(n_iters):
+    # n_iters=0 used to return exp(scores), not normalised at all.
+    with pytest.raises(ValueError, match="n_iters must be None .* or a positive int"):
+        sinkhorn(torch.zeros(3, 4, 4), n_iters=n_iters)
 
 
 def test_twenty_sweeps_do_not_reach_tol():

@@ -112,7 +112,13 @@ def test_attributes_equality_shapes_and_cache():
         t.inv(torch.zeros(3, 0))
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 1.5, float("nan"), "0.5", True, torch.ones(2)])
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.5, 1.5, float("nan"), torch.ones(2)])
 def test_invalid_temperature(bad):
     with pytest.raises(ValueError, match="temperature"):
+        RoundingSimplexTransform(bad)
+
+
+@pytest.mark.parametrize("bad", ["0.5", True, None])
+def test_a_temperature_that_is_not_a_number_is_a_type_error(bad):
+    with pytest.raises(TypeError, match="temperature must be a real number"):
         RoundingSimplexTransform(bad)

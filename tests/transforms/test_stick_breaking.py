@@ -277,9 +277,15 @@ def test_shapes():
     assert t.bijective and t.sign == 1
 
 
-@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), "1"])
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf")])
 def test_invalid_temperature(temperature):
     with pytest.raises(ValueError, match="temperature"):
+        StickBreakingBirkhoffTransform(temperature)
+
+
+@pytest.mark.parametrize("temperature", ["1", True, torch.tensor([1, 2])])
+def test_a_temperature_that_is_not_a_number_is_a_type_error(temperature):
+    with pytest.raises(TypeError, match="temperature must be a positive float or a floating"):
         StickBreakingBirkhoffTransform(temperature)
 
 

