@@ -127,8 +127,8 @@ def test_affine_pieces_reproduce_the_scores_everywhere():
     kinks, pieces = E.affine_pieces(model)
     assert kinks == sorted(kinks) and len(pieces) == len(kinks) + 1
     assert any(-1 < k < 1 for k in kinks)
-    x = torch.cat([torch.linspace(-3, 3, 601), torch.tensor([-1e4, 1e4])], dtype=torch.float64)
-    scores = model.scores(x.reshape(1, -1, 1))[0]  # (points, n)
+    x = torch.cat([torch.linspace(-3, 3, 601), torch.tensor([-1e4, 1e4])]).double()
+    scores = model.head(model.piece_net(x.unsqueeze(-1)))  # g2(g1(x)), (points, n)
     for i, xi in enumerate(x.tolist()):
         ((low, high, slopes, intercepts),) = [p for p in pieces if p[0] <= xi <= p[1]][:1]
         assert torch.allclose(scores[i], slopes * xi + intercepts, atol=1e-9)
