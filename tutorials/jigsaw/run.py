@@ -74,19 +74,25 @@ def run(
     progress=True,
     log=print,
     piece_net="cnn",
+    split="test",
 ):
     """Rows of ``summary.csv`` (dicts keyed by COLUMNS plus ``kendall_tau_se``,
     ``prop_wrong_pieces``, ``tie_limited_tau``, ``tie_limited_prop_wrong`` and ``loaded``, true
-    when the model came from a checkpoint) and the trained models, by grid."""
+    when the model came from a checkpoint) and the trained models, by grid.
+
+    The models are scored on ``data``'s test digits, or with ``split="validation"`` on its
+    validation digits (:func:`~tutorials.jigsaw.data.hold_out_validation`), leaving the test
+    digits untouched."""
+    images = held_out_images(data, split)
     rows, models = [], {}
     for grid in grids:
         config = model_config(grid, steps, seed, data.source, fit, piece_net)
         model, seconds, loaded = load_or_train(
             config, data.train_images, out, device=device, fresh=fresh, progress=progress, log=log
         )
-        metrics = E.evaluate(model, data.test_images, fit, seed, device=device)
-        bound = E.tie_limited_kendall_tau(data.test_images, grid, fit, seed)
-        wrong_bound = E.tie_limited_prop_wrong(data.test_images, grid, fit, seed)
+        metrics = E.evaluate(model, images, fit, seed, device=device)
+        bound = E.tie_limited_kendall_tau(images, grid, fit, seed)
+        wrong_bound = E.tie_limited_prop_wrong(images, grid, fit, seed)
         rows.append(
             {
                 "grid": f"{grid}x{grid}",
@@ -99,6 +105,28 @@ def run(
         )
         models[grid] = model
     return rows, models
+
+
+def held_out_images(data, split):
+    """The digits models are scored on: ``data.test_images`` (``split="test"``) or
+    ``data.val_images`` (``"validation"``, which needs a validation split)."""
+    if split == "test":
+        return data.test_images
+    if split == "validation":
+        if data.val_images is None:
+            raise ValueError("split='validation' needs data with a validation split")
+        return data.val_images
+    raise ValueError(f"split must be 'test' or 'validation', got {split!r}")
+
+
+def split_description(split, size, n_train):
+    """The caption words for the digits a table scores, and the digits trained on."""
+    if split == "validation":
+        return (
+            f"{size} validation digits per grid (taken at random out of the training digits "
+            f"and not trained on; models trained on the other {n_train})"
+        )
+    return f"{size} held-out test digits per grid (models trained on {n_train} digits)"
 
 
 def write_csv(rows, path, columns, metrics):
@@ -132,13 +160,34 @@ EXTRA_ROWS = (
 )
 
 
-def markdown_table(rows, test_size, steps, fit, command=None, wall_seconds=None, piece_net="cnn"):
-    """Our metrics beside [GS] Table 2 (in brackets), as markdown."""
+def markdown_table(
+    rows,
+    test_size,
+    steps,
+    fit,
+    command=None,
+    wall_seconds=None,
+    piece_net="cnn",
+    split="test",
+    n_train=None,
+    caption=None,
+):
+    """Our metrics beside [GS] Table 2 (in brackets), as markdown. The caption says which
+    digits were scored (``split``) and, given ``n_train``, how many were trained on;
+    ``caption`` replaces it."""
     grids = [r["grid"] for r in rows]
     net = "" if piece_net == "cnn" else f", piece network {piece_net!r}"
+    if n_train is None:
+        digits = f"{test_size} held-out digits per grid"
+    else:
+        digits = split_description(split, test_size, n_train)
+    if caption is None:
+        caption = (
+            f"MNIST jigsaw puzzles: {digits}, {steps} training steps per grid, images fitted "
+            f"to the grid by {fit}{net}, float32; [GS] Table 2 in brackets."
+        )
     lines = [
-        f"MNIST jigsaw puzzles: {test_size} held-out digits per grid, {steps} training steps per "
-        f"grid, images fitted to the grid by {fit}{net}; [GS] Table 2 in brackets.",
+        caption,
         "",
         "| metric | " + " | ".join(grids) + " |",
         "|---|" + "---|" * len(grids),
