@@ -89,7 +89,11 @@ class PlackettLuce(DiscretePermutationDistribution):
     def __init__(self, logits, validate_args=None):
         _check_logits(logits)
         self.logits = logits
-        super().__init__(logits.shape[:-1], logits.shape[-1], validate_args=validate_args)
+        # logits are checked above (torch's check of an independent constraint fails on an
+        # empty batch), so torch's own check is skipped.
+        super().__init__(logits.shape[:-1], logits.shape[-1], validate_args=False)
+        if validate_args is not None:
+            self._validate_args = validate_args
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(PlackettLuce, _instance)

@@ -16,6 +16,7 @@ from pyro_permutations.ops._validation import (
     check_finite,
     check_floating,
     check_square,
+    empty_log_prob,
 )
 from pyro_permutations.ops.matching import matching
 from pyro_permutations.ops.permutations import perm_to_matrix
@@ -117,6 +118,9 @@ class RoundingBirkhoff(TransformedNormalMixin, TransformedDistribution):
 
     def log_prob(self, value):
         check_event_shape(value, self.event_shape, type(self).__name__)
+        empty = empty_log_prob(value, self.event_shape, self.batch_shape)
+        if empty is not None:
+            return empty
         if self._validate_args:
             self._validate_sample(value)
         n = value.shape[-1]

@@ -7,7 +7,12 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-from pyro_permutations.ops._validation import check_event_shape, check_expand, check_size
+from pyro_permutations.ops._validation import (
+    check_event_shape,
+    check_expand,
+    check_size,
+    empty_log_prob,
+)
 
 __all__ = ["RoundingPrior"]
 
@@ -113,6 +118,9 @@ class RoundingPrior(TorchDistribution):
 
     def log_prob(self, value):
         check_event_shape(value, self.event_shape, type(self).__name__)
+        empty = empty_log_prob(value, self.event_shape, self.batch_shape)
+        if empty is not None:
+            return empty
         if self._validate_args:
             self._validate_sample(value)
         # eta is a scale, usually given as a float: it takes the value's dtype and device.

@@ -15,6 +15,7 @@ from pyro_permutations.ops._validation import (
     check_expand,
     check_finite,
     check_floating,
+    empty_log_prob,
 )
 from pyro_permutations.transforms.rounding_simplex import RoundingSimplexTransform, round_to_vertex
 
@@ -127,6 +128,9 @@ class RoundingSimplex(TransformedNormalMixin, TransformedDistribution):
 
     def log_prob(self, value):
         check_event_shape(value, self.event_shape, type(self).__name__)
+        empty = empty_log_prob(value, self.event_shape, self.batch_shape)
+        if empty is not None:
+            return empty
         if self._validate_args:
             self._validate_sample(value)
         n = value.shape[-1]

@@ -14,6 +14,7 @@ from pyro_permutations.ops._validation import (
     check_expand,
     check_finite,
     check_floating,
+    empty_log_prob,
 )
 from pyro_permutations.transforms.stick_breaking import StickBreakingBirkhoffTransform
 
@@ -131,4 +132,7 @@ class StickBreakingBirkhoff(TransformedNormalMixin, TransformedDistribution):
         rightmost dimensions are not ``event_shape`` raises a ``ValueError``, whatever
         ``validate_args``."""
         check_event_shape(value, self.event_shape, type(self).__name__)
+        empty = empty_log_prob(value, self.event_shape, self.batch_shape)
+        if empty is not None:
+            return empty
         return self._stick_breaking_log_prob(value, super().log_prob)

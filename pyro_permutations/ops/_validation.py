@@ -113,6 +113,21 @@ def check_event_shape(value, event_shape, owner):
         )
 
 
+def empty_log_prob(value, event_shape, batch_shape, dtype=None):
+    """For a value with no elements, the log-probabilities it has (none): zeros of the
+    broadcast of its batch shape with ``batch_shape``; ``None`` for any other value. (Torch's
+    reductions over event dimensions cannot reshape an empty tensor.)"""
+    if value.numel() != 0:
+        return None
+    shape = broadcast_shapes(
+        "batch shapes",
+        ("value", value.shape[: value.dim() - len(event_shape)]),
+        ("batch_shape", batch_shape),
+    )
+    dtype = dtype or (value.dtype if value.dtype.is_floating_point else torch.get_default_dtype())
+    return torch.zeros(shape, dtype=dtype, device=value.device)
+
+
 def check_square(x, name):
     """``x`` has shape ``(..., N, N)`` with ``N >= 1``."""
     check_tensor(x, name)

@@ -1,6 +1,7 @@
 """Argument checks shared by the distributions: what they accept, what they refuse and how they
 say it, and their ``repr``."""
 
+import math
 import re
 
 import numpy as np
@@ -9,7 +10,10 @@ import torch
 
 from pyro_permutations.distributions import (
     FlatBirkhoff,
+    GumbelMatching,
     GumbelSinkhorn,
+    GumbelSinkhornStraightThrough,
+    Mallows,
     RoundingBirkhoff,
     RoundingPrior,
     RoundingSimplex,
@@ -95,3 +99,96 @@ def test_flat_birkhoff_log_prob_of_a_batch_that_does_not_broadcast_names_both_sh
     value = torch.full((3, 3, 3), 1 / 3)
     with pytest.raises(ValueError, match=r"value \(3,\) and batch_shape \(2,\) do not broadcast"):
         d.log_prob(value)
+
+
+# ------------------------------------------------------------- issue 21: clear errors everywhere
+
+TEMPERED = {
+    "GumbelSinkhorn": lambda tau: GumbelSinkhorn(torch.zeros(4, 4), tau),
+    "StickBreakingBirkhoff": lambda tau: StickBreakingBirkhoff(torch.zeros(3, 3), 1.0, tau),
+    "StickBreakingSimplex": lambda tau: StickBreakingSimplex(torch.zeros(3), 1.0, tau),
+}
+
+
+@pytest.mark.parametrize("make", TEMPERED.values(), ids=TEMPERED.keys())
+@pytest.mark.parametrize(
+    "tau", [float("inf"), torch.tensor(float("inf")), torch.tensor([1.0, float("nan")]), 0.0]
+)
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_temperature_must_be_finite_and_positive(make, tau, validate_args):
+    # GumbelSinkhorn(X, inf) was accepted: uniform samples and a NaN log_prob.
+    with pytest.raises(ValueError, match="temperature must be positive and finite|positive finite"):
+        make(tau)
+
+
+@pytest.mark.parametrize("make", TEMPERED.values(), ids=TEMPERED.keys())
+def test_a_string_temperature_is_a_type_error(make):
+    with pytest.raises(TypeError, match="temperature must be a positive float or a floating"):
+        make("1")
+
+
+def test_a_string_theta_is_a_type_error():
+    with pytest.raises(TypeError, match="theta must be a number or a floating tensor"):
+        Mallows(torch.arange(3), "1")
+
+
+@pytest.mark.parametrize("family, event", FAMILIES, ids=IDS)
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf"), float("nan")])
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_loc_must_be_finite_whatever_validate_args(family, event, bad, validate_args):
+    # torch's constraints.real admits +-inf, and with validate_args=False a NaN loc sampled NaN.
+    loc = torch.zeros(event)
+    loc[0] = bad
+    with pytest.raises(ValueError, match="loc contains NaN or"):
+        family(loc, 1.0, 0.5, validate_args=validate_args)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(n_iters=0), "n_iters must be None .* or a positive int"),
+        (dict(n_iters=-2), "n_iters must be None .* or a positive int"),
+        (dict(tol=-1e-3), "tol must be a positive number"),
+        (dict(tol=0.0), "tol must be a positive number"),
+        (dict(grad="backprop"), "grad must be one of"),
+        (dict(grad="implicit", n_iters=5), "grad='implicit' differentiates"),
+    ],
+)
+@pytest.mark.parametrize("family", [GumbelSinkhorn, GumbelSinkhornStraightThrough])
+def test_sinkhorn_options_are_checked_at_construction(family, options, message):
+    # They were accepted, and failed (or, for n_iters=0, gave unnormalised samples that passed
+    # their own support check) only when sampling.
+    with pytest.raises(ValueError, match=message):
+        family(torch.zeros(4, 4), 1.0, **options)
+
+
+def test_gumbel_sinkhorn_log_prob_of_a_matrix_of_the_wrong_size_names_the_shapes():
+    d = GumbelSinkhorn(torch.zeros(4, 4), 1.0)
+    message = "value has shape (3, 3), but GumbelSinkhorn has event_shape (4, 4)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        d.log_prob(torch.eye(3))
+
+
+def test_gumbel_matching_rsample_says_what_to_use_instead():
+    with pytest.raises(NotImplementedError, match="no reparameterized sample.*GumbelSinkhorn"):
+        GumbelMatching(torch.zeros(4, 4)).rsample()
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_stick_breaking_log_prob_is_minus_inf_at_a_vertex(validate_args):
+    # It was a finite -6929, an artefact of clamping Psi; the density tends to 0 there.
+    d = StickBreakingBirkhoff(torch.zeros(3, 3), 1.0, validate_args=validate_args)
+    vertices = torch.eye(4)[torch.tensor([[0, 1, 2, 3], [2, 0, 3, 1]])]
+    assert (d.log_prob(vertices) == -math.inf).all()
+    near = 0.999 * vertices + 0.001 / 4  # inside the polytope, next to the vertex
+    assert torch.isfinite(d.log_prob(near)).all()
+    simplex = StickBreakingSimplex(torch.zeros(3), 1.0, validate_args=validate_args)
+    assert simplex.log_prob(torch.eye(4)).eq(-math.inf).all()
+
+
+def test_stick_breaking_keeps_the_density_of_its_own_sample_that_rounds_to_a_vertex():
+    d = StickBreakingBirkhoff(torch.full((2, 2), 40.0), 0.01, temperature=0.1)
+    x = d.rsample()
+    assert ((x == 0) | (x == 1)).all()  # rounded to a vertex in float32
+    assert torch.isfinite(d.log_prob(x))  # through the cache: the exact Psi
+    assert d.log_prob(x.clone()) == -math.inf
