@@ -75,15 +75,15 @@ class Problem:
     truth: torch.Tensor
 
 
-def make_problem(sigma, reps, seed, sigma_index):
-    """Data of repetitions ``reps`` (a list of ints); each from its own seed, so a repetition's
-    data does not depend on which others run beside it."""
+def make_problem(sigma, reps, seed, sigma_index, n=N):
+    """Data of repetitions ``reps`` (a list of ints) with ``n`` centres each; each from its own
+    seed, so a repetition's data does not depend on which others run beside it."""
     centers, obs, truth = [], [], []
     for rep in reps:
         g = torch.Generator().manual_seed(1_000_003 * seed + 10_007 * sigma_index + rep)
-        c = torch.randn(N, 2, generator=g, dtype=torch.float64)
-        perm = torch.randperm(N, generator=g)
-        y = c[perm] + sigma * torch.randn(N, 2, generator=g, dtype=torch.float64)
+        c = torch.randn(n, 2, generator=g, dtype=torch.float64)
+        perm = torch.randperm(n, generator=g)
+        y = c[perm] + sigma * torch.randn(n, 2, generator=g, dtype=torch.float64)
         centers.append(c)
         obs.append(y)
         truth.append(perm)
@@ -127,24 +127,25 @@ def mallows_pmfs(problem, theta):
     return log_p.exp().transpose(0, 1)
 
 
-def _relaxation(method, hyper, reps, generator, schedule):
+def _relaxation(method, hyper, reps, generator, schedule, n=N):
     """Prior, guide and variational family of a relaxation, for ``reps`` repetitions.
 
     ``schedule["tau"]`` is the guide's temperature at the current step (annealed by the
-    caller); the fitted family uses the final temperature ``hyper["temperature"]``."""
-    shape = (reps, N, N)
+    caller); the fitted family uses the final temperature ``hyper["temperature"]``; ``n`` is
+    the number of items."""
+    shape = (reps, n, n)
     if method == "stick-breaking":
-        prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
+        prior = RoundingPrior(n, torch.tensor(hyper["prior_eta"])).expand((reps,))
         init = {
-            "loc": 0.1 * torch.randn(reps, N - 1, N - 1, generator=generator),
-            "scale": torch.full((reps, N - 1, N - 1), hyper.get("init_scale", 0.1)),
+            "loc": 0.1 * torch.randn(reps, n - 1, n - 1, generator=generator),
+            "scale": torch.full((reps, n - 1, n - 1), hyper.get("init_scale", 0.1)),
         }
 
         def family(loc, scale, tau):
             return StickBreakingBirkhoff(loc, scale, tau)
 
     elif method == "rounding":
-        prior = RoundingPrior(N, torch.tensor(hyper["prior_eta"])).expand((reps,))
+        prior = RoundingPrior(n, torch.tensor(hyper["prior_eta"])).expand((reps,))
         if hyper.get("sinkhorn_loc"):
             # [BP]: M = Sinkhorn(log M0) with 10 sweeps, so the mean stays in the polytope.
             init = {
@@ -203,6 +204,17 @@ def _relaxation(method, hyper, reps, generator, schedule):
 def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=None, particles=1):
     """Fit one relaxation to every repetition of ``problem`` by SVI; return the pmfs of its
     rounded samples, ``(R, 720)``."""
+    x = fit_relaxation_samples(
+        problem, method, hyper, steps, lr, samples, seed, final_lr, particles
+    )
+    return empirical_pmf(x.transpose(0, 1))
+
+
+def fit_relaxation_samples(
+    problem, method, hyper, steps, lr, samples, seed, final_lr=None, particles=1
+):
+    """Fit one relaxation to every repetition of ``problem`` (of any number of centres) by SVI;
+    return ``samples`` draws of the fitted family, ``(samples, R, N, N)``."""
     if not lr > 0 or not (final_lr is None or final_lr > 0):
         raise ValueError(
             f"lr and final_lr must be positive (final_lr None: no decay), got lr={lr!r}, "
@@ -219,7 +231,8 @@ def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=No
     tau_start = hyper.get("anneal_from", tau_end)
     anneal_steps = max(1, round(hyper.get("anneal_fraction", 0.5) * steps))
     schedule = {"tau": tau_start}
-    prior, guide, fitted = _relaxation(method, hyper, reps, generator, schedule)
+    n = problem.centers.shape[-2]
+    prior, guide, fitted = _relaxation(method, hyper, reps, generator, schedule, n=n)
     # Adam at ``lr`` (the paper's 0.1), decayed geometrically to ``final_lr`` by the last step.
     lrd = 1.0 if final_lr is None else (final_lr / lr) ** (1.0 / steps)
     optim = ClippedAdam({"lr": lr, "lrd": lrd, "clip_norm": 1e6})
@@ -234,8 +247,7 @@ def fit_relaxation(problem, method, hyper, steps, lr, samples, seed, final_lr=No
         if not math.isfinite(loss):
             raise FloatingPointError(f"{method}: the ELBO became {loss} (sigma {problem.sigma})")
     with torch.no_grad():
-        x = fitted().sample((samples,))  # (S, R, N, N)
-    return empirical_pmf(x.transpose(0, 1))
+        return fitted().sample((samples,))  # (S, R, N, N)
 
 
 def distances(truth, pmfs):
