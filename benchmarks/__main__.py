@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import exact_posterior, matching, sinkhorn_backward, sinkhorn_forward, svi
+from benchmarks import exact_posterior, matching, mcmc, sinkhorn_backward, sinkhorn_forward, svi
 from benchmarks._common import load_average, machine_lines
 
 SECTIONS = {
@@ -30,6 +30,7 @@ SECTIONS = {
     "matching": ("Matching (linear assignment)", matching),
     "exact_posterior": ("exact_posterior", exact_posterior),
     "svi": ("SVI on the matching model", svi),
+    "mcmc": ("MCMC over permutation sites (PermutationKernel)", mcmc),
 }
 DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
 

@@ -107,8 +107,11 @@ def _propose_swap(perm, allowed):
     ok = _partners(perm, i, allowed)
     count_i = ok.sum(-1)
     moved = count_i > 0
-    weights = ok.double() + (~moved)[:, None].double()  # a row without partners: any j, unused
-    j = torch.multinomial(weights, 1).squeeze(-1)
+    if allowed is None:  # every other row: j uniform among them, without a multinomial draw
+        j = (i + torch.randint(1, max(n, 2), (c,), device=perm.device)) % n
+    else:
+        weights = ok.double() + (~moved)[:, None].double()  # no partners: any j, unused
+        j = torch.multinomial(weights, 1).squeeze(-1)
     new = perm.clone()
     new[arange, i] = perm[arange, j]
     new[arange, j] = perm[arange, i]
