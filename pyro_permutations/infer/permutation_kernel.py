@@ -57,7 +57,7 @@ class _Probe(Messenger):
         super().__init__()
 
     def _pyro_sample(self, msg):
-        if msg["is_observed"] or site_is_subsample(msg) or msg["name"] == _CHAIN_PLATE:
+        if msg["is_observed"] or site_is_subsample(msg):
             return
         name, fn = msg["name"], msg["fn"]
         self.sites[name] = fn
@@ -76,11 +76,6 @@ class _Probe(Messenger):
                 zero = torch.zeros(shape)
                 msg["value"] = biject_to(fn.support)(zero)
         msg["done"] = True
-
-
-def _fixed_model(model, values):
-    """``model`` with the latent sites in ``values`` fixed (conditioned)."""
-    return poutine.condition(model, data=values)
 
 
 def _partners(perm, rows, allowed):
@@ -463,7 +458,6 @@ class PermutationKernel(MCMCKernel):
             )
         if self._continuous:
             self._eps = torch.full((self.num_chains,), self.step_size, dtype=torch.float64)
-            self._log_eps_bar = torch.zeros(self.num_chains, dtype=torch.float64)
         self._initial_params = self._params(self._state)
         self._last_params = self._initial_params
 
@@ -544,7 +538,7 @@ class PermutationKernel(MCMCKernel):
             fixed = {name: self._model_value(name, state[name], c) for name in self._perm_sites}
             probe = _Probe(set())
             with poutine.block(), pyro.plate(_CHAIN_PLATE, c, dim=-(self._nesting + 1)):
-                trace = poutine.trace(probe(_fixed_model(self.model, fixed))).get_trace(
+                trace = poutine.trace(probe(poutine.condition(self.model, data=fixed))).get_trace(
                     *self._args, **self._kwargs
                 )
             draws = {name: trace.nodes[name]["value"].detach() for name in missing}
@@ -659,7 +653,7 @@ class PermutationKernel(MCMCKernel):
         values.update({name: state[name] for name in self._continuous})
         skipped = {n for n, i in self._perm_sites.items() if i["kind"] == "matrix"}
         with pyro.plate(_CHAIN_PLATE, batch, dim=-(self._nesting + 1)):
-            trace = poutine.trace(_fixed_model(self.model, values)).get_trace(
+            trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
                 *self._args, **self._kwargs
             )
 
@@ -669,7 +663,7 @@ class PermutationKernel(MCMCKernel):
         trace.compute_log_prob(counted)
         total = torch.zeros(batch, dtype=torch.float64)
         for name, node in trace.nodes.items():
-            if node["type"] != "sample" or not counted(name, node) or name == _CHAIN_PLATE:
+            if node["type"] != "sample" or not counted(name, node):
                 continue
             if not node["is_observed"] and name not in values:
                 raise ValueError(
@@ -822,7 +816,6 @@ class PermutationKernel(MCMCKernel):
             rate = (self._t + 1) ** -0.6
             log_eps = self._eps.log() + rate * (accept_prob.cpu() - self.target_accept)
             self._eps = log_eps.clamp(-20, 5).exp()
-            self._log_eps_bar = log_eps
 
     def sample(self, params):
         """One step of every chain: the permutation moves, then the HMC transition.
