@@ -2,6 +2,7 @@
 
 import math
 import re
+import warnings
 
 import pyro
 import pyro.poutine as poutine
@@ -147,17 +148,46 @@ def _first_trace(model, site, value, args, kwargs):
         raise
 
 
+#: The plate that carries the values; a model's error that names it is about the model's shapes.
+_VALUES_PLATE = "_exact_posterior_values"
+
+
+def _items_hint(site, kind):
+    """What to write when a site's shapes do not line up with the batch of values."""
+    event = "to_event(1)" if kind == "perm" else "to_event(2)"
+    return (
+        f"exact_posterior gives {site!r} a batch of values along a dimension left of the "
+        f"model's plates, so the likelihood must broadcast over it. Indexing with a "
+        f"permutation (mu[pi]) keeps pi's item axis, its event dimension, as the last "
+        f"dimension of the result: inside a pyro.plate over the items that axis lines up with "
+        f"the plate but pushes the values' dimension one place left, and without a plate it "
+        f"is a batch dimension that no plate declares. Declare the items an event dimension "
+        f"instead, outside any plate over them: pyro.sample('y', dist.Normal(mu[pi], "
+        f"sigma).{event}, obs=y) (the same likelihood, summed over the items)"
+    )
+
+
 def _values(perms, kind, dtype):
     return perms if kind == "perm" else perm_to_matrix(perms, dtype=dtype)
 
 
-def _log_joint(model, site, value, nesting, prior, args, kwargs):
+def _log_joint(model, site, value, nesting, prior, kind, args, kwargs):
     """``log p(value, data)`` for a batch of ``C`` values, shape ``(C,)``."""
     count = value.shape[0]
-    with pyro.plate("_exact_posterior_values", count, dim=-(nesting + 1)):
-        trace = poutine.trace(poutine.condition(model, data={site: value})).get_trace(
-            *args, **kwargs
-        )
+    try:
+        with pyro.plate(_VALUES_PLATE, count, dim=-(nesting + 1)):
+            trace = poutine.trace(poutine.condition(model, data={site: value})).get_trace(
+                *args, **kwargs
+            )
+    except ValueError as e:
+        if _VALUES_PLATE not in str(e):
+            raise
+        found = re.search(r"at site (\S+)", str(e))
+        name = found.group(1) if found else "a site"
+        raise ValueError(
+            f"site {name!r} does not broadcast over the batch of values of {site!r} "
+            f"({str(e).splitlines()[0]}). {_items_hint(site, kind)}"
+        ) from None
 
     def counted(name, node):
         return not site_is_subsample(node) and not (prior == "uniform" and name == site)
@@ -175,9 +205,10 @@ def _log_joint(model, site, value, nesting, prior, args, kwargs):
         lp = node["log_prob"]
         if lp.dim() > nesting + 1:
             raise ValueError(
-                f"site {name!r} has batch dimensions outside any pyro.plate "
-                f"(log_prob shape {tuple(lp.shape)}); declare them with pyro.plate or "
-                f"pass max_plate_nesting"
+                f"site {name!r} has log_prob shape {tuple(lp.shape)}: more dimensions than "
+                f"the model's {nesting} plate dimension(s) and the values' one. If the model has "
+                f"other batch dimensions, declare them with pyro.plate (or pass "
+                f"max_plate_nesting). {_items_hint(site, kind)}"
             )
         lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)
         lp = lp.reshape(lp.shape[0], -1).sum(-1).double()
@@ -192,6 +223,51 @@ def _log_joint(model, site, value, nesting, prior, args, kwargs):
     if total is None:
         return value.new_zeros(count, dtype=torch.float64)
     return total.expand(count)
+
+
+def _plain_log_joint(model, site, value, prior, args, kwargs):
+    """``log p(value, data)`` from one plain (unbatched) trace, float64 scalar, and whether
+    any observed site counted."""
+    trace = _first_trace(model, site, value, args, kwargs)
+
+    def counted(name, node):
+        return not site_is_subsample(node) and not (prior == "uniform" and name == site)
+
+    trace.compute_log_prob(counted)  # with the model's poutine.scale and poutine.mask
+    total, observed = 0.0, False
+    for name, node in trace.nodes.items():
+        if node["type"] == "sample" and counted(name, node):
+            observed = observed or name != site
+            total += float(node["log_prob"].double().sum())
+    return total, observed
+
+
+def _check_batch_use(model, site, perms, kind, dtype, prior, log_joint, args, kwargs):
+    """Warn, at the cost of one plain trace, if the vectorised log joint disagrees with a plain
+    trace at the last permutation (the model mishandles the batch of values, e.g. reshapes
+    it), or if it does not vary over the values although some site is observed."""
+    last = _values(perms[-1:], kind, dtype)[0]
+    plain, observed = _plain_log_joint(model, site, last, prior, args, kwargs)
+    batched = float(log_joint[-1])
+    both_finite = math.isfinite(plain) and math.isfinite(batched)
+    if (both_finite and abs(plain - batched) > 1e-4 * max(1.0, abs(plain))) or (
+        math.isfinite(plain) != math.isfinite(batched)
+    ):
+        warnings.warn(
+            f"exact_posterior: the model's log joint at permutation {perms[-1].tolist()} is "
+            f"{batched:.6g} when {site!r} gets the batch of values but {plain:.6g} in a plain "
+            f"trace, so the model does not treat the values' batch dimension as a batch (does "
+            f"it reshape or flatten {site!r}?); the result is wrong. Index with ... and keep "
+            f"the leading dimensions, as for Pyro's parallel enumeration",
+            stacklevel=3,
+        )
+    elif observed and perms.shape[0] > 1 and bool((log_joint == log_joint[0]).all()):
+        warnings.warn(
+            f"exact_posterior: the log joint is the same at all {perms.shape[0]} values of "
+            f"{site!r}, so the posterior is uniform: the observed sites do not depend on "
+            f"{site!r} (check that the likelihood uses it)",
+            stacklevel=3,
+        )
 
 
 def exact_posterior(
@@ -233,6 +309,13 @@ def exact_posterior(
     along a new batch dimension left of the model's plates (``dim = -(max_plate_nesting +
     1)``), so the model must broadcast over a leading batch dimension, as Pyro's parallel
     enumeration also requires (use ``pyro.plate`` for data dimensions and ``...`` indexing).
+    A likelihood indexed by the permutation itself (``mu[pi]``, which keeps ``pi``'s item axis
+    as its last dimension) declares the items an event dimension, not a plate:
+    ``pyro.sample("y", dist.Normal(mu[pi], 1.0).to_event(1), obs=y)``; inside a
+    ``pyro.plate`` over the items it raises a ``ValueError`` that says so. One plain trace at
+    the last permutation checks the vectorised result: a model that mishandles the batch of
+    values (reshapes or flattens it) gets a warning, as does a log joint that is the same at
+    every value although some site is observed (a likelihood that ignores the site).
 
     :param callable model: a Pyro model.
     :param str site: the name of the permutation-valued sample site.
@@ -263,9 +346,20 @@ def exact_posterior(
         site is continuous and ``prior="model"``, or the model fails on the values' dtype or
         device.
 
-    Example::
+    Example, a permutation site and a likelihood indexed by it::
 
         >>> import pyro, pyro.distributions as dist, torch
+        >>> from pyro_permutations.distributions import UniformPermutation
+        >>> y = torch.tensor([1.0, 0.0, 2.0])
+        >>> def indexed():
+        ...     pi = pyro.sample("pi", UniformPermutation(3))
+        ...     mu = torch.tensor([0.0, 1.0, 2.0])[pi]  # y[i] is centre pi[i]
+        ...     pyro.sample("y", dist.Normal(mu, 0.3).to_event(1), obs=y)
+        >>> int(exact_posterior(indexed, "pi").argmax())  # all_permutations(3)[2] = [1, 0, 2]
+        2
+
+    and a matrix site::
+
         >>> from pyro_permutations.distributions import FlatBirkhoff
         >>> centers = torch.tensor([[0.0], [1.0], [2.0]])
         >>> def model():
@@ -336,8 +430,9 @@ def exact_posterior(
     for start in range(0, perms.shape[0], chunk_size):
         chunk = _values(perms[start : start + chunk_size], kind, dtype)
         value = chunk.reshape((chunk.shape[0],) + shape)
-        parts.append(_log_joint(model, site, value, max_plate_nesting, prior, args, kwargs))
+        parts.append(_log_joint(model, site, value, max_plate_nesting, prior, kind, args, kwargs))
     log_joint = torch.cat(parts)
+    _check_batch_use(model, site, perms, kind, dtype, prior, log_joint, args, kwargs)
     if torch.isnan(log_joint).any():
         bad = perms[int(torch.isnan(log_joint).nonzero()[0, 0])].tolist()
         raise ValueError(

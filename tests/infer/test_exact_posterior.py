@@ -365,3 +365,71 @@ def test_eight_items_is_vectorised():
     assert probs.shape == (math.factorial(8),)
     assert torch.equal(all_permutations(8)[probs.argmax()], truth)
     assert abs(probs.sum().item() - 1) < 1e-9
+
+
+# ------------------------------------------- issue 21: items in a plate, and batch misuse
+
+
+def _indexed_model(centers, obs, items):
+    """``obs[i] ~ Normal(centers[pi[i]])``, the items in a plate (``"plate"``), an event
+    dimension (``"event"``) or neither (``"bare"``)."""
+
+    def model():
+        pi = pyro.sample("pi", UniformPermutation(centers.shape[0]))
+        mu = centers[pi]  # (..., N, D): observation i is centre pi[i]
+        if items == "plate":
+            with pyro.plate("items", centers.shape[0], dim=-1):
+                pyro.sample("y", dist.Normal(mu, SIGMA).to_event(1), obs=obs)
+        elif items == "event":
+            pyro.sample("y", dist.Normal(mu, SIGMA).to_event(2), obs=obs)
+        else:
+            pyro.sample("y", dist.Normal(mu, SIGMA).to_event(1), obs=obs)
+
+    return model
+
+
+def test_items_as_an_event_dimension_give_the_exact_posterior(problem):
+    centers, obs = problem
+    probs = exact_posterior(_indexed_model(centers, obs, "event"), "pi")
+    assert torch.allclose(probs, by_hand(centers, obs), atol=1e-10)
+
+
+@pytest.mark.parametrize("max_plate_nesting", [None, 1])
+def test_items_in_a_plate_say_what_to_write_instead(problem, max_plate_nesting):
+    # It said "batch dimensions outside any pyro.plate", which the model does not have.
+    centers, obs = problem
+    model = _indexed_model(centers, obs, "plate")
+    with pytest.raises(ValueError, match=r"site 'y' has log_prob shape .*to_event\(1\), obs=y"):
+        exact_posterior(model, "pi", max_plate_nesting=max_plate_nesting)
+
+
+def test_items_without_a_plate_name_the_site_not_an_internal_plate(problem):
+    centers, obs = problem
+    with pytest.raises(ValueError, match=r"site 'y' does not broadcast .*to_event\(1\)"):
+        exact_posterior(_indexed_model(centers, obs, "bare"), "pi")
+
+
+def test_a_model_that_flattens_the_values_gets_a_warning(problem):
+    # It returned the uniform pmf silently: every value was scored as the first one.
+    centers, obs = problem
+    n = centers.shape[0]
+
+    def model():
+        pi = pyro.sample("pi", UniformPermutation(n))
+        first = pi.reshape(-1)[:n]
+        pyro.sample("y", dist.Normal(centers[first], SIGMA).to_event(2), obs=obs)
+
+    with pytest.warns(UserWarning, match="does not treat the values' batch dimension"):
+        exact_posterior(model, "pi")
+
+
+def test_a_likelihood_that_ignores_the_site_gets_a_warning(problem):
+    centers, obs = problem
+
+    def model():
+        pyro.sample("pi", UniformPermutation(centers.shape[0]))
+        pyro.sample("y", dist.Normal(centers, SIGMA).to_event(2), obs=obs)
+
+    with pytest.warns(UserWarning, match="the same at all 24 values"):
+        probs = exact_posterior(model, "pi")
+    assert torch.allclose(probs, torch.full((24,), 1 / 24, dtype=torch.float64))
