@@ -16,6 +16,7 @@ from pyro_permutations.infer.pmf_distances import (
     total_variation_distance,
 )
 from pyro_permutations.infer.pmf_plot import plot_pmf_comparison
+from pyro_permutations.infer.sampling_noise_floor import sampling_noise_floor
 
 __all__ = [
     "PermutationKernel",
@@ -29,5 +30,6 @@ __all__ = [
     "marginal_assignment",
     "permutation_summary",
     "plot_pmf_comparison",
+    "sampling_noise_floor",
     "total_variation_distance",
 ]
