@@ -138,6 +138,16 @@ def check_square(x, name):
         )
 
 
+def check_matrix(x, name):
+    """``x`` has shape ``(..., N, M)`` with ``N, M >= 1``."""
+    check_tensor(x, name)
+    if x.dim() < 2 or x.shape[-1] == 0 or x.shape[-2] == 0:
+        raise ValueError(
+            f"{name} must have shape (..., N, M) with N, M >= 1 (a batch of matrices), "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
 def is_int(n):
     """``n`` is an integer number: a Python or NumPy integer, not a bool. Every integer
     argument (sizes, counts) is checked with this, and converted with ``int(n)``."""
@@ -195,13 +205,17 @@ def check_no_nan(x, name):
         raise ValueError(f"{name} contains NaN; check the computation that produced it")
 
 
-def check_scores(x, name, allow_neg_inf=False):
-    """``x`` is a floating batch of square score matrices without NaN or ``+inf``.
+def check_scores(x, name, allow_neg_inf=False, square=True):
+    """``x`` is a floating batch of square (or, unless ``square``, rectangular ``(..., N, M)``)
+    score matrices without NaN or ``+inf``.
 
     ``-inf`` entries (forbidden pairs) are allowed only when ``allow_neg_inf``.
     """
     check_floating(x, name)
-    check_square(x, name)
+    if square:
+        check_square(x, name)
+    else:
+        check_matrix(x, name)
     check_no_nan(x, name)
     if torch.isposinf(x).any():
         raise ValueError(

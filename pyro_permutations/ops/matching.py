@@ -6,7 +6,12 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from pyro_permutations.ops._validation import check_floating, check_scores, check_square
+from pyro_permutations.ops._validation import (
+    check_floating,
+    check_matrix,
+    check_scores,
+    check_tensor,
+)
 
 __all__ = ["matching"]
 
@@ -40,8 +45,9 @@ def _scaled_down(cost):
 
 
 def _reduced_costs(scores):
-    """Float64 costs ``(B, N, N)`` for minimising: ``-scores`` with each row's, then each
-    column's, smallest entry subtracted; ``None`` if ``scores`` holds NaN or ``+inf``.
+    """Float64 costs ``(B, N, M)`` for minimising: ``-scores`` with each row's, then each
+    column's, smallest entry subtracted; ``None`` if ``scores`` holds NaN or ``+inf``. When
+    ``N != M`` only the smaller side, every one of whose items is matched, is reduced.
 
     Subtracting a constant from a row or a column adds the same amount to every permutation's
     total, so the minimisers are unchanged; starting from the zeros this creates, the
@@ -51,14 +57,17 @@ def _reduced_costs(scores):
     would overflow to ``+inf``, the mark of a forbidden pair.
     """
     cost = _scaled_down(np.negative(scores, dtype=np.float64))
-    low = cost.min(axis=-1, keepdims=True)  # NaN propagates; a +inf score gives -inf
+    n, m = cost.shape[-2:]
+    first = -1 if n <= m else -2  # the rows, unless only the columns are all matched
+    low = cost.min(axis=first, keepdims=True)  # NaN propagates; a +inf score gives -inf
     if np.isnan(low).any() or np.isneginf(low).any():
         return None
     low[np.isposinf(low)] = 0.0  # a row with every pair forbidden: left for the solver
     cost -= low
-    low = cost.min(axis=-2, keepdims=True)
-    low[np.isposinf(low)] = 0.0
-    cost -= low
+    if n == m:
+        low = cost.min(axis=-2, keepdims=True)
+        low[np.isposinf(low)] = 0.0
+        cost -= low
     return cost
 
 
@@ -71,16 +80,21 @@ def _solve(scores, start, stop, out):
         return start, "invalid"
     for b in range(start, stop):
         try:
-            out[b] = scipy.optimize.linear_sum_assignment(cost[b - start])[1]
+            rows, cols = scipy.optimize.linear_sum_assignment(cost[b - start])
         except ValueError:
             return b, "infeasible"
+        if len(rows) == out.shape[-1]:
+            out[b] = cols
+        else:  # more rows than columns: the rows left over are unmatched
+            out[b] = -1
+            out[b, rows] = cols
     return None
 
 
 def _solve_batch(scores, workers):
-    """Permutations ``(B, N)`` maximising each of ``scores`` ``(B, N, N)`` (a numpy array),
+    """Permutations ``(B, N)`` maximising each of ``scores`` ``(B, N, M)`` (a numpy array),
     in ``workers`` contiguous chunks on threads, and the first problem met (see ``_solve``)."""
-    batch, n = scores.shape[0], scores.shape[-1]
+    batch, n = scores.shape[0], scores.shape[-2]
     out = np.empty((batch, n), dtype=np.int64)
     workers = max(1, min(workers, batch))
     if workers == 1:
@@ -93,7 +107,49 @@ def _solve_batch(scores, workers):
     return out, min(problems, key=lambda p: (p[1] != "invalid", p[0]), default=None)
 
 
-def matching(scores):
+def _unmatched_scores(x, name, shape, scores):
+    """``x`` (a number or a tensor broadcastable to ``shape``) as a finite tensor of ``shape``
+    with ``scores``' dtype and device."""
+    if not isinstance(x, torch.Tensor):
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise TypeError(f"{name} must be a number or a floating tensor, got {type(x).__name__}")
+        x = torch.tensor(float(x))
+    check_tensor(x, name)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    try:
+        x = x.to(dtype=scores.dtype, device=scores.device).expand(shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name} of shape {tuple(x.shape)} does not broadcast to {tuple(shape)}: give one "
+            f"score per {'row' if name.endswith('rows') else 'column'} of scores "
+            f"{tuple(scores.shape)} (or a number for all)"
+        ) from None
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"{name} must be finite (NaN, +inf and -inf are not allowed); to keep an item "
+            f"matched whenever possible give it a very low finite unmatched score"
+        )
+    return x
+
+
+def check_unmatched(scores, unmatched_rows, unmatched_cols):
+    """Both unmatched scores or neither: ``None`` or ``(u, v)`` as finite tensors of shapes
+    ``(..., N)`` and ``(..., M)`` (broadcast with ``scores``' batch shape)."""
+    if unmatched_rows is None and unmatched_cols is None:
+        return None
+    if unmatched_rows is None or unmatched_cols is None:
+        raise ValueError(
+            "give both unmatched_rows and unmatched_cols (or neither): a row or a column may "
+            "go unmatched only at a score; use a number (e.g. 0.0) for the same score for all"
+        )
+    batch, (n, m) = scores.shape[:-2], scores.shape[-2:]
+    u = _unmatched_scores(unmatched_rows, "unmatched_rows", batch + (n,), scores)
+    v = _unmatched_scores(unmatched_cols, "unmatched_cols", batch + (m,), scores)
+    return u, v
+
+
+def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     """Matching operator of [GS] section 2: the permutation that maximises the total score.
 
     .. math::
@@ -114,16 +170,49 @@ def matching(scores):
     ``-inf`` entries mark forbidden pairs; they are avoided whenever some permutation avoids
     all of them. The result is not differentiable: gradients are not tracked.
 
-    :param torch.Tensor scores: floating tensor of shape ``(..., N, N)``; finite (of any
-        magnitude) or ``-inf``.
-    :returns: long tensor ``perm`` of shape ``(..., N)`` on ``scores``' device.
-    :raises ValueError: on NaN or ``+inf`` entries, non-square input, or when no permutation
-        avoids the ``-inf`` entries.
+    **Partial matchings** (the partial-permutation convention of
+    :mod:`pyro_permutations.ops.partial`: ``perm[i] = j``, or ``-1`` when row ``i`` is
+    unmatched). Rectangular scores ``(..., N, M)``: every item of the smaller side is matched,
+
+    .. math::
+
+        \\max_{\\mathrm{perm}} \\sum_{i : \\mathrm{perm}(i) \\neq -1} X_{i, \\mathrm{perm}(i)}
+        \\quad \\text{over injective partial maps matching } \\min(N, M) \\text{ pairs},
+
+    so for ``N <= M`` every ``perm[i]`` is a column and for ``N > M`` exactly ``N - M`` rows get
+    ``-1``. With unmatched scores ``u`` (per row) and ``v`` (per column) any item may go
+    unmatched ("Hungarian with dummy rows"):
+
+    .. math::
+
+        \\max_{\\mathrm{perm}} \\sum_{\\text{matched } (i, j)} X_{ij}
+        + \\sum_{\\text{unmatched rows } i} u_i + \\sum_{\\text{unmatched columns } j} v_j,
+
+    solved as the ``N x (M + N)`` assignment problem ``[X - v^T | D]``, ``D`` diagonal with
+    ``D_ii = u_i`` and ``-inf`` off the diagonal (row ``i`` either takes a column ``j``, at
+    ``X_ij - v_j``, or its own dummy column; the ``v_j`` of every column are added back). It is
+    the zero-temperature limit of :func:`~pyro_permutations.ops.log_sinkhorn` with the same
+    unmatched scores.
+
+    :param torch.Tensor scores: floating tensor of shape ``(..., N, M)`` (square unless
+        unmatched scores or ``N != M``); finite (of any magnitude) or ``-inf``.
+    :param unmatched_rows: scores ``(..., N)`` of leaving each row unmatched (a number for all),
+        finite; give both or neither.
+    :param unmatched_cols: scores ``(..., M)`` of leaving each column unmatched, finite.
+    :returns: long tensor ``perm`` of shape ``(..., N)`` on ``scores``' device, a permutation
+        when ``N == M`` and no unmatched scores are given, else a partial permutation.
+    :raises ValueError: on NaN or ``+inf`` entries, or when no (partial) matching of the
+        required size avoids the ``-inf`` entries; on unmatched scores that are not finite, do
+        not broadcast, or come alone.
 
     Example::
 
         >>> matching(torch.tensor([[1.0, 5.0, 0.0], [4.0, 0.0, 0.0], [0.0, 0.0, 2.0]]))
         tensor([1, 0, 2])
+        >>> matching(torch.tensor([[1.0, 5.0, 0.0], [4.0, 0.0, 0.0]]))
+        tensor([1, 0])
+        >>> matching(torch.tensor([[1.0, 5.0], [0.5, 0.0]]), unmatched_rows=2.0, unmatched_cols=0.0)
+        tensor([ 1, -1])
 
     References:
 
@@ -131,19 +220,35 @@ def matching(scores):
     Networks. ICLR 2018, section 2.
     """
     check_floating(scores, "scores")
-    check_square(scores, "scores")
-    n = scores.shape[-1]
+    check_matrix(scores, "scores")
+    unmatched = check_unmatched(scores, unmatched_rows, unmatched_cols)
+    n, m = scores.shape[-2:]
     batch_shape = scores.shape[:-2]
-    flat = scores.detach().to(device="cpu").reshape(-1, n, n).numpy()
+    flat = scores.detach().to(device="cpu").reshape(-1, n, m)
+    if unmatched is not None:
+        flat = _dummy_columns(flat, *(t.detach().cpu().reshape(-1, t.shape[-1]) for t in unmatched))
+    flat = flat.numpy()
     parallel = flat.shape[0] > 1 and flat.size >= PARALLEL_MIN_ENTRIES
     out, problem = _solve_batch(flat, torch.get_num_threads() if parallel else 1)
     if problem is not None and problem[1] == "invalid":
-        check_scores(scores, "scores", allow_neg_inf=True)  # raises, naming NaN or +inf
+        check_scores(scores, "scores", allow_neg_inf=True, square=False)  # raises: NaN, +inf
         raise AssertionError("unreachable: scores hold NaN or +inf")
     if problem is not None:
         index = tuple(int(i) for i in np.unravel_index(problem[0], tuple(batch_shape)))
         raise ValueError(
-            f"scores{list(index) if index else ''} has no perfect matching that avoids its "
-            f"-inf (forbidden) entries; allow at least one permutation with all-finite scores"
+            f"scores{list(index) if index else ''} has no {'perfect ' if n == m else ''}matching"
+            f" of {min(n, m)} pairs that avoids its -inf (forbidden) entries; allow at least "
+            f"one with all-finite scores"
         )
-    return torch.from_numpy(out).reshape(batch_shape + (n,)).to(scores.device)
+    out = torch.from_numpy(out)
+    if unmatched is not None:
+        out = torch.where(out < m, out, -1)
+    return out.reshape(batch_shape + (n,)).to(scores.device)
+
+
+def _dummy_columns(x, u, v):
+    """``[X - v^T | D]`` ``(B, N, M + N)``: ``D`` has ``u_i`` at ``(i, i)``, ``-inf`` elsewhere."""
+    n = x.shape[-2]
+    dummy = torch.full((x.shape[0], n, n), -torch.inf, dtype=torch.float64)
+    dummy.diagonal(dim1=-2, dim2=-1).copy_(u)
+    return torch.cat([x.double() - v.double().unsqueeze(-2), dummy], dim=-1)
