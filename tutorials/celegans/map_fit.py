@@ -40,13 +40,13 @@ def fit_weights(problem, perms):
     z0, z1 = z[:, :-1].reshape(-1, problem.n), z[:, 1:].reshape(-1, problem.n)
     gram, cross = z0.T @ z0, z0.T @ z1  # (N, N)
     ridge = problem.sigma**2 / problem.scale**2
-    g = torch.empty(problem.rows.numel(), dtype=y.dtype)
+    g = torch.empty(problem.rows.numel(), dtype=y.dtype, device=y.device)
     start = 0
     for i in range(problem.n):
         nbrs = problem.cols[problem.rows == i]
         k = nbrs.numel()
         if k:
-            lhs = gram[nbrs][:, nbrs] + ridge * torch.eye(k, dtype=y.dtype)
+            lhs = gram[nbrs][:, nbrs] + ridge * torch.eye(k, dtype=y.dtype, device=y.device)
             w = torch.linalg.solve(lhs, cross[nbrs, i])
             g[start : start + k] = w / problem.scale
         start += k
@@ -65,7 +65,8 @@ def faq(terms, allowed, iters=30, tol=1e-6):
     """FAQ: a permutation ``(N,)`` approximately minimising ``sum_k tr(B_k P^T C_k P)`` over
     the permutations allowed by ``allowed`` ``(N, N)``; ``terms`` is a list of ``(B_k, C_k)``."""
     dtype = terms[0][0].dtype
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, -math.inf)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    mask = mask.masked_fill(~allowed, -math.inf)
     p = sinkhorn(mask)  # the barycentre of the allowed doubly-stochastic matrices
 
     def quad(x, d):  # sum_k tr(B_k x^T C_k d)
@@ -103,7 +104,7 @@ def regression_start(problem):
         y = problem.activity[j]
         y0, y1 = y[:-1], y[1:]
         ridge = problem.sigma**2 / problem.scale**2
-        gram = y0.T @ y0 + ridge * torch.eye(problem.n, dtype=y.dtype)
+        gram = y0.T @ y0 + ridge * torch.eye(problem.n, dtype=y.dtype, device=y.device)
         m = torch.linalg.solve(gram, y0.T @ y1).T  # y1 ~ y0 @ M^T
         mag = m.abs() + m.abs().T
         perms.append(faq([(-a, mag)], problem.allowed[j]))
@@ -115,22 +116,25 @@ def fit_map(
 ):
     """Alternate ``W`` and the permutations. ``start="regression"``: from
     :func:`regression_start`; ``"random"``: from the nearest allowed permutation of random
-    scores. Returns ``(perms, history)``, ``history`` a list of ``(seconds, accuracy)``
-    after the start and each round (accuracy None without ``truth`` and ``known``)."""
+    scores; or the start permutations themselves ``(J, N)``. Returns ``(perms, history)``,
+    ``history`` a list of ``(seconds, accuracy)`` after the start and each round (accuracy
+    None without ``truth`` and ``known``)."""
     from tutorials.celegans.model import accuracy
 
     def score():
         return accuracy(perms, truth, known) if truth is not None and known is not None else None
 
     begin = time.perf_counter()
-    if start == "regression":
+    if isinstance(start, torch.Tensor):
+        perms = start.clone()
+    elif start == "regression":
         perms = regression_start(problem)
     elif start == "random":
         generator = torch.Generator().manual_seed(seed)
         scores = torch.rand(
             problem.allowed.shape, generator=generator, dtype=problem.activity.dtype
         )
-        perms = matching(scores.masked_fill(~problem.allowed, -math.inf))
+        perms = matching(scores.to(problem.allowed.device).masked_fill(~problem.allowed, -math.inf))
     else:
         raise ValueError(f"start must be 'regression' or 'random', got {start!r}")
     history = [(time.perf_counter() - begin, score())]

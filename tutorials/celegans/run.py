@@ -1,0 +1,288 @@
+"""The sweeps of [BP] Figure 7 on the C. elegans connectome, stored point by point, then the
+tables (markdown and CSV) and the figures (PNG).
+
+Two studies share one store (a point met by both is fitted once):
+
+- ``tolerance``: accuracy against the mean number of candidates per neuron, a sweep of the
+  tolerance ``nu`` at the known fraction ``known``, for each number of worms in ``worms``;
+- ``known``: accuracy against the fraction of known neurons, at each tolerance of
+  ``known_tolerances``, with ``known_worms`` worms.
+
+Each (worms, nu, known fraction, seed) is one simulated data set; every method is fitted to
+it for ``budget`` seconds and its record is stored at once (:class:`~tutorials.checkpoint.
+RecordStore`), so an interrupted run loses at most the fit in flight.
+"""
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from tutorials.celegans import experiment as E
+from tutorials.celegans.data import load_connectome
+from tutorials.checkpoint import RecordStore
+
+RESULTS_FILE = "points.json"
+KEY = ("worms", "nu", "known", "seed", "method")
+
+REDUCED = {
+    "n": None,
+    "steps": 40,
+    "noise_scale": 0.5,
+    "seeds": 2,
+    "budget": 5.0,
+    "methods": list(E.METHODS),
+    "worms": [1, 5],
+    "tolerances": [0.01, 0.05, 0.2],
+    "known": 0.1,
+    "known_fractions": [0.0, 0.3],
+    "known_tolerances": [0.05, 0.2],
+    "known_worms": 1,
+}
+FULL = {
+    **REDUCED,
+    "seeds": 10,
+    "budget": 30.0,
+    "tolerances": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+    "known_fractions": [0.0, 0.1, 0.25, 0.5],
+    "known_tolerances": [0.02, 0.1],
+}
+
+
+def settings(config):
+    """The (worms, nu, known) data settings of both studies, each once, in run order."""
+    out = []
+    for worms in config["worms"]:
+        for nu in config["tolerances"]:
+            out.append((worms, nu, config["known"]))
+    for nu in config["known_tolerances"]:
+        for known in config["known_fractions"]:
+            out.append((config["known_worms"], nu, known))
+    return list(dict.fromkeys(out))
+
+
+def run(config, out, fresh=False, progress=True, device="cpu"):
+    """Run (or resume) the sweep ``config`` into folder ``out``; returns the store."""
+    store = RecordStore(Path(out) / RESULTS_FILE, config, KEY, fresh=fresh)
+    connectome = load_connectome()
+    if config["n"] is not None:
+        connectome = connectome.subset(config["n"])
+    todo = []
+    for worms, nu, known in settings(config):
+        for seed in range(config["seeds"]):
+            left = [
+                m
+                for m in config["methods"]
+                if store.get(worms=worms, nu=nu, known=known, seed=seed, method=m) is None
+            ]
+            if left:
+                todo.append((worms, nu, known, seed, left))
+    bar = tqdm(total=sum(len(t[-1]) for t in todo), desc="fits", unit="fit", disable=not progress)
+    for worms, nu, known, seed, methods in todo:
+        point = E.make_point(
+            connectome,
+            worms,
+            nu,
+            known,
+            seed,
+            steps=config["steps"],
+            noise_scale=config["noise_scale"],
+            device=device,
+        )
+        for method in methods:
+            bar.set_postfix_str(f"J={worms} nu={nu:g} known={known:g} seed={seed} {method}")
+            result = E.run_method(method, point, config["budget"], seed)
+            store.add(
+                {
+                    "worms": worms,
+                    "nu": nu,
+                    "known": known,
+                    "seed": seed,
+                    "method": method,
+                    "n": point.problem.n,
+                    "candidates": point.candidates,
+                    "start_accuracy": point.start_accuracy,
+                    "start_seconds": point.start_seconds,
+                    "device": str(device),
+                    **result,
+                }
+            )
+            bar.update(1)
+    bar.close()
+    return store
+
+
+def _mean_se(values):
+    v = torch.tensor(values, dtype=torch.float64)
+    se = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else float("nan")
+    return float(v.mean()), se
+
+
+def summarize(store):
+    """Rows ``{study, worms, nu, known, method, candidates, accuracy, se, start, seeds,
+    seconds}`` over the seeds stored, for both studies (a shared point appears in both)."""
+    config = store.config
+    records = list(store.records.values())
+    rows = []
+    studies = [
+        ("tolerance", w, nu, config["known"])
+        for w in config["worms"]
+        for nu in config["tolerances"]
+    ]
+    studies += [
+        ("known", config["known_worms"], nu, k)
+        for nu in config["known_tolerances"]
+        for k in config["known_fractions"]
+    ]
+    for study, worms, nu, known in studies:
+        for method in ["start"] + config["methods"]:
+            name = config["methods"][0] if method == "start" else method
+            chosen = [
+                r
+                for r in records
+                if (r["worms"], r["nu"], r["known"], r["method"]) == (worms, nu, known, name)
+            ]
+            if not chosen:
+                continue
+            field = "start_accuracy" if method == "start" else "accuracy"
+            acc, se = _mean_se([r[field] for r in chosen])
+            rows.append(
+                {
+                    "study": study,
+                    "worms": worms,
+                    "nu": nu,
+                    "known": known,
+                    "method": method,
+                    "candidates": _mean_se([r["candidates"] for r in chosen])[0],
+                    "accuracy": acc,
+                    "se": se,
+                    "seeds": len(chosen),
+                    "seconds": _mean_se(
+                        [r["start_seconds"] if method == "start" else r["seconds"] for r in chosen]
+                    )[0],
+                    "iterations": None
+                    if method == "start"
+                    else _mean_se([r["iterations"] for r in chosen])[0],
+                }
+            )
+    return rows
+
+
+def write_csv(rows, path):
+    fields = list(rows[0]) if rows else []
+    with Path(path).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def _cell(r):
+    if r is None:
+        return ""
+    se = r["se"]
+    return f"{r['accuracy']:.3f} ± {se:.3f}" if math.isfinite(se) else f"{r['accuracy']:.3f}"
+
+
+def markdown_tables(rows, config, n):
+    """Accuracy tables (mean ± standard error over seeds), one per study and group."""
+    methods = ["start"] + config["methods"]
+    by = {(r["study"], r["worms"], r["nu"], r["known"], r["method"]): r for r in rows}
+    out = [
+        f"Accuracy: fraction of the unknown neurons whose label the method's estimate gets "
+        f"right (mean ± standard error over seeds; seeds per cell in the CSV). N = {n} "
+        f"neurons, T = {config['steps']} "
+        f"steps per worm, {config['budget']:g} s of wall clock per method and point after the "
+        f"shared graph-matching start (row 'start').",
+        "",
+    ]
+    for worms in config["worms"]:
+        out += [
+            f"**Tolerance sweep, J = {worms} worm(s), known fraction {config['known']:g}**",
+            "",
+        ]
+        nus = list(config["tolerances"])
+        cands = []
+        for nu in nus:
+            r = by.get(("tolerance", worms, nu, config["known"], methods[0]))
+            cands.append(f"{r['candidates']:.1f}" if r else "?")
+        out.append(
+            "| method | "
+            + " | ".join(f"nu = {nu:g} ({c} cand.)" for nu, c in zip(nus, cands))
+            + " |"
+        )
+        out.append("|---|" + "---|" * len(nus))
+        for m in methods:
+            cells = [_cell(by.get(("tolerance", worms, nu, config["known"], m))) for nu in nus]
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    for nu in config["known_tolerances"]:
+        ks = config["known_fractions"]
+        out += [f"**Known-fraction sweep, nu = {nu:g}, J = {config['known_worms']}**", ""]
+        out.append("| method | " + " | ".join(f"known = {k:g}" for k in ks) + " |")
+        out.append("|---|" + "---|" * len(ks))
+        for m in methods:
+            cells = [_cell(by.get(("known", config["known_worms"], nu, k, m))) for k in ks]
+            out.append(f"| {m} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def time_rows(store):
+    """Accuracy against wall clock: per method and worms, the mean over the tolerance study's
+    points of each fit's accuracy at a grid of times (a fit's last value held)."""
+    config = store.config
+    grid = [config["budget"] * f for f in (0.1, 0.25, 0.5, 0.75, 1.0)]
+    rows = []
+    for worms in config["worms"]:
+        for method in config["methods"]:
+            chosen = [
+                r
+                for r in store.records.values()
+                if r["worms"] == worms
+                and r["method"] == method
+                and r["known"] == config["known"]
+                and r["nu"] in config["tolerances"]
+            ]
+            if not chosen:
+                continue
+            for t in grid:
+                values = []
+                for r in chosen:
+                    acc = r["start_accuracy"]
+                    for s, a, _ in r["trace"]:
+                        if s <= t:
+                            acc = a
+                    values.append(acc)
+                mean, se = _mean_se(values)
+                rows.append(
+                    {
+                        "worms": worms,
+                        "method": method,
+                        "seconds": t,
+                        "accuracy": mean,
+                        "se": se,
+                        "fits": len(values),
+                    }
+                )
+    return rows
+
+
+def time_table(rows):
+    if not rows:
+        return ""
+    times = sorted({r["seconds"] for r in rows})
+    out = [
+        "**Accuracy against wall clock** (mean ± standard error over the tolerance sweep's "
+        "fits; each fit's latest estimate at that time)",
+        "",
+        "| J | method | " + " | ".join(f"{t:g} s" for t in times) + " |",
+        "|---|---|" + "---|" * len(times),
+    ]
+    keys = list(dict.fromkeys((r["worms"], r["method"]) for r in rows))
+    by = {(r["worms"], r["method"], r["seconds"]): r for r in rows}
+    for w, m in keys:
+        out.append(f"| {w} | {m} | " + " | ".join(_cell(by.get((w, m, t))) for t in times) + " |")
+    return "\n".join(out) + "\n"
