@@ -6,6 +6,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
+from pyro_permutations.ops import _assignment_torch
 from pyro_permutations.ops._validation import (
     check_floating,
     check_matrix,
@@ -25,6 +26,11 @@ PARALLEL_MIN_ENTRIES = 250_000
 #: solver's path lengths (sums of up to ``2 N`` of them), then stay below float64's largest
 #: number (``2^1024``) for any ``N`` below a million.
 MAX_COST_EXPONENT = 1000
+#: Scores on these devices are solved there by the batched torch solver of
+#: :mod:`pyro_permutations.ops._assignment_torch` (exact, as scipy's); elsewhere they go to
+#: scipy on the CPU, which is faster there at every measured shape (``python -m benchmarks
+#: --only peers``).
+TORCH_SOLVER_DEVICES = ("cuda",)
 
 
 def _scaled_down(cost):
@@ -161,8 +167,10 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     :func:`scipy.optimize.linear_sum_assignment` (shortest augmenting paths) on CPU, after
     subtracting row and column minima (which leaves the solution unchanged and speeds the
     solver up); a large batch is split over ``torch.get_num_threads()`` threads, since the
-    solver releases the GIL. Convention: ``perm[..., i] = j`` means row ``i`` goes to column
-    ``j``, i.e. ``P[..., i, perm[i]] = 1``.
+    solver releases the GIL. CUDA tensors are solved on the device, with no copy to the CPU,
+    by a batched shortest-augmenting-path solver written in torch (as exact as scipy's; see
+    :mod:`pyro_permutations.ops._assignment_torch`). Convention: ``perm[..., i] = j`` means
+    row ``i`` goes to column ``j``, i.e. ``P[..., i, perm[i]] = 1``.
     It is the zero-temperature limit of the Sinkhorn operator, ``M(X) = lim S(X / tau)``, and
     rounds a soft (e.g. doubly stochastic) matrix to a permutation. Ties are broken by the
     solver (deterministically); with continuous random scores they have probability zero.
@@ -224,12 +232,19 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     unmatched = check_unmatched(scores, unmatched_rows, unmatched_cols)
     n, m = scores.shape[-2:]
     batch_shape = scores.shape[:-2]
-    flat = scores.detach().to(device="cpu").reshape(-1, n, m)
+    in_torch = scores.device.type in TORCH_SOLVER_DEVICES  # no copy to the CPU
+    flat = scores.detach().to(device=scores.device if in_torch else "cpu").reshape(-1, n, m)
     if unmatched is not None:
-        flat = _dummy_columns(flat, *(t.detach().cpu().reshape(-1, t.shape[-1]) for t in unmatched))
-    flat = flat.numpy()
-    parallel = flat.shape[0] > 1 and flat.size >= PARALLEL_MIN_ENTRIES
-    out, problem = _solve_batch(flat, torch.get_num_threads() if parallel else 1)
+        flat = _dummy_columns(
+            flat, *(t.detach().to(flat.device).reshape(-1, t.shape[-1]) for t in unmatched)
+        )
+    if in_torch:
+        out, problem = _assignment_torch.maximise_batch(flat)
+    else:
+        flat = flat.numpy()
+        parallel = flat.shape[0] > 1 and flat.size >= PARALLEL_MIN_ENTRIES
+        out, problem = _solve_batch(flat, torch.get_num_threads() if parallel else 1)
+        out = torch.from_numpy(out)
     if problem is not None and problem[1] == "invalid":
         check_scores(scores, "scores", allow_neg_inf=True, square=False)  # raises: NaN, +inf
         raise AssertionError("unreachable: scores hold NaN or +inf")
@@ -240,7 +255,6 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
             f" of {min(n, m)} pairs that avoids its -inf (forbidden) entries; allow at least "
             f"one with all-finite scores"
         )
-    out = torch.from_numpy(out)
     if unmatched is not None:
         out = torch.where(out < m, out, -1)
     return out.reshape(batch_shape + (n,)).to(scores.device)
@@ -249,6 +263,6 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
 def _dummy_columns(x, u, v):
     """``[X - v^T | D]`` ``(B, N, M + N)``: ``D`` has ``u_i`` at ``(i, i)``, ``-inf`` elsewhere."""
     n = x.shape[-2]
-    dummy = torch.full((x.shape[0], n, n), -torch.inf, dtype=torch.float64)
+    dummy = torch.full((x.shape[0], n, n), -torch.inf, dtype=torch.float64, device=x.device)
     dummy.diagonal(dim1=-2, dim2=-1).copy_(u)
     return torch.cat([x.double() - v.double().unsqueeze(-2), dummy], dim=-1)
