@@ -11,10 +11,14 @@ from torch.distributions.constraints import Constraint
 __all__ = [
     "Birkhoff",
     "ColumnStochastic",
+    "PartialPermutation",
+    "PartialPermutationMatrix",
     "Permutation",
     "PermutationMatrix",
     "birkhoff",
     "column_stochastic",
+    "partial_permutation",
+    "partial_permutation_matrix",
     "permutation",
     "permutation_matrix",
 ]
@@ -107,7 +111,57 @@ class PermutationMatrix(Constraint):
         return f"{type(self).__name__}()"
 
 
+class PartialPermutation(Constraint):
+    """Partial permutations as integer vectors ``(..., N)``: each entry ``-1`` (row unmatched)
+    or a column index, no column twice (:mod:`pyro_permutations.ops.partial`).
+
+    :param int num_cols: the number of columns ``M`` (entries must be below it); ``None``
+        accepts any non-negative column index.
+    """
+
+    is_discrete = True
+    event_dim = 1
+
+    def __init__(self, num_cols=None):
+        self.num_cols = num_cols
+        super().__init__()
+
+    def check(self, value):
+        if value.dtype.is_floating_point or value.dtype == torch.bool or value.dim() < 1:
+            return torch.zeros(value.shape[:-1], dtype=torch.bool, device=value.device)
+        in_range = (value >= -1).all(-1)
+        if self.num_cols is not None:
+            in_range = in_range & (value < self.num_cols).all(-1)
+        ordered = value.sort(dim=-1).values
+        repeated = ((ordered[..., 1:] == ordered[..., :-1]) & (ordered[..., 1:] >= 0)).any(-1)
+        return in_range & ~repeated
+
+    def __repr__(self):
+        return f"{type(self).__name__}(num_cols={self.num_cols})"
+
+
+class PartialPermutationMatrix(Constraint):
+    """Partial permutation matrices ``(..., N, M)``: 0/1 entries, at most one 1 in each row and
+    each column."""
+
+    is_discrete = True
+    event_dim = 2
+
+    def check(self, value):
+        if value.dim() < 2:
+            return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
+        binary = ((value == 0) | (value == 1)).all(-1).all(-1)
+        rows = (value.sum(-1) <= 1).all(-1)
+        cols = (value.sum(-2) <= 1).all(-1)
+        return binary & rows & cols
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
 birkhoff = Birkhoff()
 column_stochastic = ColumnStochastic()
+partial_permutation = PartialPermutation()
+partial_permutation_matrix = PartialPermutationMatrix()
 permutation = Permutation()
 permutation_matrix = PermutationMatrix()

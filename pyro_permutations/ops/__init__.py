@@ -2,7 +2,8 @@
 
 Convention, everywhere in this library: a permutation of ``N`` items is a long tensor ``perm``
 of shape ``(..., N)`` where ``perm[i] = j`` means row ``i`` goes to column ``j``; its matrix has
-``P[..., i, perm[i]] = 1``.
+``P[..., i, perm[i]] = 1``. A partial permutation (:mod:`pyro_permutations.ops.partial`) of
+``N`` rows into ``M`` columns has ``perm[..., i] = -1`` where row ``i`` is unmatched.
 
 Floating dtypes, one policy for the whole library: computations (Sinkhorn, matching, the
 distributions' parameters and densities, the pmf distances) take float32 or float64 and refuse
@@ -21,6 +22,12 @@ from pyro_permutations.ops.distances import (
 )
 from pyro_permutations.ops.gumbel import sample_gumbel
 from pyro_permutations.ops.matching import matching
+from pyro_permutations.ops.partial import (
+    all_partial_perms,
+    matrix_to_partial_perm,
+    num_partial_perms,
+    partial_perm_to_matrix,
+)
 from pyro_permutations.ops.permutations import (
     all_permutations,
     compose_perms,
@@ -34,6 +41,7 @@ from pyro_permutations.ops.sinkhorn import SinkhornInfo, log_sinkhorn, marginal_
 
 __all__ = [
     "SinkhornInfo",
+    "all_partial_perms",
     "all_permutations",
     "cayley_distance",
     "compose_perms",
@@ -45,7 +53,10 @@ __all__ = [
     "log_sinkhorn",
     "marginal_error",
     "matching",
+    "matrix_to_partial_perm",
     "matrix_to_perm",
+    "num_partial_perms",
+    "partial_perm_to_matrix",
     "perm_to_matrix",
     "perm_to_rank",
     "rank_to_perm",
