@@ -5,10 +5,11 @@ import csv
 import json
 
 import pytest
+import torch
 
 from tutorials.matching import experiment as E
 from tutorials.matching.__main__ import main
-from tutorials.matching.run import RESULTS_FILE
+from tutorials.matching.run import RESULTS_FILE, noise_floor_rows
 
 TINY = [
     "--reps",
@@ -34,12 +35,14 @@ def test_tiny_run_outputs_and_resume(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     main(TINY + ["--out", str(out)])
     rows = read_summary(out)
-    assert {r["method"] for r in rows} == set(E.METHODS)
+    floor = [r for r in rows if r["method"].startswith("noise floor")]
+    assert {r["method"] for r in rows} == set(E.METHODS) | {floor[0]["method"]}
     for r in rows:
         assert set(r) == {"method", "sigma", "mean", "stderr", "reps"}
         assert r["sigma"] == "0.1" and r["reps"] == "2" and 0 <= float(r["mean"]) <= 1
     table = (out / "table1.md").read_text()
     assert "stick-breaking" in table and "[0.09]" in table and "gumbel-sinkhorn" in table
+    assert "| noise floor (" in table
     for name in ("figure2a_data.png", "figure2b_pmfs.png", "figure2c_densities.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     first = capsys.readouterr().out
@@ -235,3 +238,65 @@ def test_interrupted_grid_search_keeps_finished_configurations_and_resumes(tmp_p
     main(tiny + ["--out", str(out), "--steps", "4", "--fresh"])
     stored = json.loads((out / "grid_search.json").read_text())
     assert stored["config"]["steps"] == 4 and len(stored["records"]) == 4
+
+
+def test_noise_floor_rows_are_the_sampling_error_of_exact_draws():
+    # The same repetitions as the run; a concentrated posterior (small sigma) is resolved by
+    # fewer draws than a spread one, and more draws lower the floor.
+    config = {"sigmas": [0.1, 0.75], "reps": 6, "seed": 0, "samples": 200}
+    rows = noise_floor_rows(config, repeats=5)
+    assert [r[1] for r in rows] == [0.1, 0.75] and all(r[4] == 6 for r in rows)
+    assert all(0 < r[2] < 1 for r in rows)
+    assert rows[0][2] < rows[1][2]
+    more = noise_floor_rows({**config, "samples": 5000}, repeats=5)
+    assert all(m[2] < r[2] for m, r in zip(more, rows))
+    assert more[0][0] == "noise floor (5000 exact draws)"
+
+
+def test_stick_breaking_under_the_flat_prior_recovers_a_concentrated_posterior():
+    # The FlatBirkhoff pairing of docs/choosing.rst: the ELBO stays finite and the fitted pmf
+    # puts its mode on the exact posterior's mode.
+    problem = E.make_problem(0.05, [0, 1], seed=3, sigma_index=0)
+    truth = E.exact_posteriors(problem)
+    hyper = {"temperature": 1.0, "prior": "flat", "init_scale": 0.1, "scale_range": [0.01, 0.3]}
+    pmfs = E.fit_relaxation(problem, "stick-breaking", hyper, 400, 0.1, 200, 0, final_lr=0.01)
+    assert torch.equal(pmfs.argmax(-1), truth.argmax(-1))
+
+
+def test_an_unknown_stick_breaking_prior_is_refused():
+    problem = E.make_problem(0.1, [0], seed=0, sigma_index=0)
+    with pytest.raises(ValueError, match="hyper\\['prior'\\] must be 'rounding'.*or 'flat'"):
+        E.fit_relaxation(
+            problem, "stick-breaking", {"temperature": 1.0, "prior": "x"}, 1, 0.1, 5, 0
+        )
+
+
+def test_pairings_table_keeps_the_best_setting_of_every_guide_and_prior():
+    from tutorials.matching.pairings import pairings_markdown
+
+    def row(method, hyper, d1, d2):
+        return {
+            "method": method,
+            "hyper": json.dumps(hyper),
+            "sigma=0.1": str(d1),
+            "sigma=0.5": str(d2),
+            "average": str((d1 + d2) / 2),
+        }
+
+    rows = [
+        row("stick-breaking", {"temperature": 1.0, "prior_eta": 0.3}, 0.2, 0.4),
+        row("stick-breaking", {"temperature": 0.3, "prior_eta": 0.3}, 0.1, 0.3),
+        row("stick-breaking", {"temperature": 1.0, "prior": "flat"}, 0.05, 0.25),
+        row("gumbel-sinkhorn", {"temperature": 1.0, "prior_temperature": 0.3}, 0.3, 0.5),
+        row("gumbel-sinkhorn", {"temperature": 1.0, "prior_temperature": 1.0}, 0.6, 0.8),
+    ]
+    table = pairings_markdown(rows, [0.1, 0.5], 20, "python -m x")
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    body = [line.split(" | ")[:5] for line in lines[1:]]
+    assert body == [
+        ["| StickBreakingBirkhoff", "FlatBirkhoff", "0.05", "0.25", "0.15"],
+        ["| StickBreakingBirkhoff", "RoundingPrior(eta=0.3)", "0.10", "0.30", "0.20"],
+        ["| GumbelSinkhorn", "GumbelSinkhorn(0, tau=0.3)", "0.30", "0.50", "0.40"],
+        ["| GumbelSinkhorn", "GumbelSinkhorn(0, tau=1)", "0.60", "0.80", "0.70"],
+    ]
+    assert '{"temperature": 0.3}' in lines[2] and "`python -m x`" in table

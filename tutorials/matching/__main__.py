@@ -20,8 +20,15 @@ from tqdm.auto import tqdm
 
 from tutorials.matching import experiment as E
 from tutorials.matching.figures import save_figures
+from tutorials.matching.pairings import pairings_markdown
 from tutorials.matching.paper import SIGMAS
-from tutorials.matching.run import markdown_table, run, summarize, write_summary
+from tutorials.matching.run import (
+    markdown_table,
+    noise_floor_rows,
+    run,
+    summarize,
+    write_summary,
+)
 from tutorials.matching.store import GridSearchStore, ResultsFileError
 
 
@@ -45,6 +52,12 @@ def _grid():
                     },
                 )
             )
+    # Stick-breaking under the flat prior on the polytope (FlatBirkhoff) instead of
+    # RoundingPrior: which prior to pair it with (docs/choosing.rst).
+    for tau in (0.3, 1.0):
+        for high in (0.3, 0.6):
+            flat = {"prior": "flat", "init_scale": 0.1, "scale_range": [0.01, high]}
+            out.append(("stick-breaking", {"temperature": tau, **flat}))
     for tau in (0.1, 0.3, 0.5):
         for eta in (0.1, 0.3, 1.0):
             out.append(("rounding", {"temperature": tau, "prior_eta": eta}))
@@ -210,6 +223,12 @@ def grid_search(args, out):
         w.writerows(kept)
         for r in rows:
             w.writerow([r[0], r[1]] + [f"{v:.4f}" for v in r[2:]])
+    with path.open(newline="") as f:
+        every = list(csv.DictReader(f))
+    command = f"python -m tutorials.matching --grid-search --reps {args.reps} --out {out}"
+    pairings = out / "pairings.md"
+    pairings.write_text(pairings_markdown(every, args.sigmas, args.reps, command))
+    print(f"wrote {pairings}")
     for method in dict.fromkeys(m for m, _ in grid):
         best = min((r for r in rows if r[0] == method), key=lambda r: r[-1])
         print(f"best {method}: {best[1]} (mean distance over sigmas {best[-1]:.3f})")
@@ -245,7 +264,7 @@ def main(argv=None):
         store = run(config, out, fresh=args.fresh, progress=not args.no_progress)
     except ResultsFileError as e:
         sys.exit(f"error: {e}")
-    rows = summarize(store)
+    rows = summarize(store) + noise_floor_rows(store.config)
     write_summary(rows, out)
     table = markdown_table(rows, args.sigmas)
     (out / "table1.md").write_text(table)

@@ -135,7 +135,19 @@ def _relaxation(method, hyper, reps, generator, schedule, n=N):
     the number of items."""
     shape = (reps, n, n)
     if method == "stick-breaking":
-        prior = RoundingPrior(n, torch.tensor(hyper["prior_eta"])).expand((reps,))
+        # The prior that stands in for the uniform one: RoundingPrior (entries near 0 or 1,
+        # [BP]'s choice) by default, or ``"prior": "flat"``, FlatBirkhoff, the flat density on
+        # the polytope (docs/choosing.rst, "Which prior with which guide").
+        kind = hyper.get("prior", "rounding")
+        if kind == "flat":
+            prior = FlatBirkhoff(n).expand((reps,))
+        elif kind == "rounding":
+            prior = RoundingPrior(n, torch.tensor(hyper["prior_eta"])).expand((reps,))
+        else:
+            raise ValueError(
+                f"stick-breaking: hyper['prior'] must be 'rounding' (RoundingPrior, needs "
+                f"'prior_eta') or 'flat' (FlatBirkhoff), got {kind!r}"
+            )
         init = {
             "loc": 0.1 * torch.randn(reps, n - 1, n - 1, generator=generator),
             "scale": torch.full((reps, n - 1, n - 1), hyper.get("init_scale", 0.1)),
