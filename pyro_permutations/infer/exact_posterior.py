@@ -4,13 +4,18 @@ import math
 import re
 import warnings
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from pyro_permutations.distributions.flat_birkhoff import FlatBirkhoff
+from pyro_permutations.infer._plates import (
+    ExtraDims,
+    LatentSite,
+    batched_log_joint,
+    plate_nesting,
+)
 from pyro_permutations.ops import all_permutations, perm_to_matrix
 from pyro_permutations.ops._validation import MAX_ENUMERATE_N, check_device, is_int
 
@@ -174,11 +179,23 @@ def _values(perms, kind, dtype):
 def _log_joint(model, site, value, nesting, prior, kind, args, kwargs):
     """``log p(value, data)`` for a batch of ``C`` values, shape ``(C,)``."""
     count = value.shape[0]
+    skip = {site} if prior == "uniform" else set()
     try:
-        with pyro.plate(_VALUES_PLATE, count, dim=-(nesting + 1)):
-            trace = poutine.trace(poutine.condition(model, data={site: value})).get_trace(
-                *args, **kwargs
-            )
+        return batched_log_joint(
+            model, {site: value}, count, nesting, _VALUES_PLATE, args, kwargs, skip, value.device
+        )
+    except LatentSite as e:
+        raise ValueError(
+            f"exact_posterior needs every sample site other than {site!r} observed, but "
+            f"{e.name!r} is latent; condition the model on it (pyro.condition) first"
+        ) from None
+    except ExtraDims as e:
+        raise ValueError(
+            f"site {e.name!r} has log_prob shape {e.shape}: more dimensions than the model's "
+            f"{nesting} plate dimension(s) and the values' one. If the model has other batch "
+            f"dimensions, declare them with pyro.plate (or pass max_plate_nesting). "
+            f"{_items_hint(site, kind)}"
+        ) from None
     except ValueError as e:
         if _VALUES_PLATE not in str(e):
             raise
@@ -188,41 +205,6 @@ def _log_joint(model, site, value, nesting, prior, kind, args, kwargs):
             f"site {name!r} does not broadcast over the batch of values of {site!r} "
             f"({str(e).splitlines()[0]}). {_items_hint(site, kind)}"
         ) from None
-
-    def counted(name, node):
-        return not site_is_subsample(node) and not (prior == "uniform" and name == site)
-
-    trace.compute_log_prob(counted)
-    total = None
-    for name, node in trace.nodes.items():
-        if node["type"] != "sample" or not counted(name, node):
-            continue
-        if not node["is_observed"] and name != site:
-            raise ValueError(
-                f"exact_posterior needs every sample site other than {site!r} observed, but "
-                f"{name!r} is latent; condition the model on it (pyro.condition) first"
-            )
-        lp = node["log_prob"]
-        if lp.dim() > nesting + 1:
-            raise ValueError(
-                f"site {name!r} has log_prob shape {tuple(lp.shape)}: more dimensions than "
-                f"the model's {nesting} plate dimension(s) and the values' one. If the model has "
-                f"other batch dimensions, declare them with pyro.plate (or pass "
-                f"max_plate_nesting). {_items_hint(site, kind)}"
-            )
-        lp = lp.reshape((1,) * (nesting + 1 - lp.dim()) + lp.shape)
-        lp = lp.reshape(lp.shape[0], -1).sum(-1).double()
-        # On the log-probs' device, which is the model's when it moves the values itself; a
-        # site scored on the CPU (a value's own device) joins an accelerator's.
-        if total is None:
-            total = lp
-        elif lp.device != total.device and total.device.type == "cpu":
-            total = total.to(lp.device) + lp
-        else:
-            total = total + lp.to(total.device)
-    if total is None:
-        return value.new_zeros(count, dtype=torch.float64)
-    return total.expand(count)
 
 
 def _plain_log_joint(model, site, value, prior, args, kwargs):
@@ -415,16 +397,7 @@ def exact_posterior(
     perms = all_permutations(n, device=device)
     trace = _first_trace(model, site, _values(perms[:1], kind, dtype)[0], args, kwargs)
     if max_plate_nesting is None:
-        max_plate_nesting = max(
-            [
-                -frame.dim
-                for node in trace.nodes.values()
-                if node["type"] == "sample"
-                for frame in node["cond_indep_stack"]
-                if frame.vectorized
-            ]
-            + [0]
-        )
+        max_plate_nesting = plate_nesting(trace)
     shape = (1,) * max_plate_nesting + event_shape
     parts = []
     for start in range(0, perms.shape[0], chunk_size):

@@ -14,8 +14,9 @@ from torch.distributions import biject_to, constraints
 from torch.distributions.transforms import Transform
 
 from pyro_permutations.constraints import Permutation
+from pyro_permutations.infer._plates import ExtraDims, LatentSite, batched_log_joint, plate_nesting
 from pyro_permutations.infer.exact_posterior import _site_dtype_device, _wrapped
-from pyro_permutations.ops import all_permutations, matching, perm_to_matrix
+from pyro_permutations.ops import all_permutations, matching
 from pyro_permutations.ops._validation import check_perm, is_int
 
 __all__ = ["PermutationKernel"]
@@ -99,14 +100,18 @@ def _propose_swap(perm, allowed):
     c, n = perm.shape
     arange = torch.arange(c, device=perm.device)
     i = torch.randint(n, (c,), device=perm.device)
+    if allowed is None:  # every pair allowed: j uniform among the other rows, a ratio of one
+        j = (i + torch.randint(1, max(n, 2), (c,), device=perm.device)) % n
+        new = perm.clone()
+        new[arange, i] = perm[arange, j]
+        new[arange, j] = perm[arange, i]
+        moved = torch.full((c,), n > 1, device=perm.device)  # N = 1: i = j, nothing moves
+        return new, torch.zeros(c, dtype=torch.float64, device=perm.device), moved
     ok = _partners(perm, i, allowed)
     count_i = ok.sum(-1)
     moved = count_i > 0
-    if allowed is None:  # every other row: j uniform among them, without a multinomial draw
-        j = (i + torch.randint(1, max(n, 2), (c,), device=perm.device)) % n
-    else:
-        weights = ok.double() + (~moved)[:, None].double()  # no partners: any j, unused
-        j = torch.multinomial(weights, 1).squeeze(-1)
+    weights = ok.double() + (~moved)[:, None].double()  # no partners: any j, unused
+    j = torch.multinomial(weights, 1).squeeze(-1)
     new = perm.clone()
     new[arange, i] = perm[arange, j]
     new[arange, j] = perm[arange, i]
@@ -397,6 +402,7 @@ class PermutationKernel(MCMCKernel):
                 "device": device,
                 "fn": fn,
             }
+        self._device = next(iter(self._perm_sites.values()))["device"]
         if "block" in self.proposals:
             for name, info in self._perm_sites.items():
                 if self.block_size > info["n"]:
@@ -427,16 +433,7 @@ class PermutationKernel(MCMCKernel):
             if name not in latent:
                 raise ValueError(f"init names {name!r}, which is not a latent site of the model")
         if self.max_plate_nesting is None:
-            self._nesting = max(
-                [
-                    -frame.dim
-                    for node in trace.nodes.values()
-                    if node["type"] == "sample"
-                    for frame in node["cond_indep_stack"]
-                    if frame.vectorized
-                ]
-                + [0]
-            )
+            self._nesting = plate_nesting(trace)
         else:
             self._nesting = self.max_plate_nesting
         for name, info in self._perm_sites.items():
@@ -642,8 +639,10 @@ class PermutationKernel(MCMCKernel):
             (batch,) + (1,) * (self._nesting - len(info["batch"])) + info["batch"] + (info["n"],)
         )
         value = perms.reshape(shape)
-        if info["kind"] == "matrix":
-            value = perm_to_matrix(value, dtype=info["dtype"])
+        if info["kind"] == "matrix":  # perm_to_matrix, without validating the chains' states
+            value = torch.zeros(
+                shape + (info["n"],), dtype=info["dtype"], device=value.device
+            ).scatter_(-1, value.unsqueeze(-1), 1)
         return value
 
     def _log_density(self, state, batch):
@@ -652,34 +651,28 @@ class PermutationKernel(MCMCKernel):
         values = {name: self._model_value(name, state[name], batch) for name in self._perm_sites}
         values.update({name: state[name] for name in self._continuous})
         skipped = {n for n, i in self._perm_sites.items() if i["kind"] == "matrix"}
-        with pyro.plate(_CHAIN_PLATE, batch, dim=-(self._nesting + 1)):
-            trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
-                *self._args, **self._kwargs
+        try:
+            return batched_log_joint(
+                self.model,
+                values,
+                batch,
+                self._nesting,
+                _CHAIN_PLATE,
+                self._args,
+                self._kwargs,
+                skipped,
+                self._device,
             )
-
-        def counted(name, node):
-            return not site_is_subsample(node) and name not in skipped
-
-        trace.compute_log_prob(counted)
-        total = torch.zeros(batch, dtype=torch.float64)
-        for name, node in trace.nodes.items():
-            if node["type"] != "sample" or not counted(name, node):
-                continue
-            if not node["is_observed"] and name not in values:
-                raise ValueError(
-                    f"site {name!r} appeared in a later run of the model but not in the first; "
-                    f"PermutationKernel needs the same latent sites in every run"
-                )
-            lp = node["log_prob"]
-            if lp.dim() > self._nesting + 1:
-                raise ValueError(
-                    f"site {name!r} has batch dimensions outside any pyro.plate (log_prob shape "
-                    f"{tuple(lp.shape)}); declare them with pyro.plate or pass max_plate_nesting"
-                )
-            lp = lp.reshape((1,) * (self._nesting + 1 - lp.dim()) + lp.shape)
-            lp = lp.reshape(lp.shape[0], -1).sum(-1).to(torch.float64)
-            total = total.to(lp.device) + lp
-        return total
+        except LatentSite as e:
+            raise ValueError(
+                f"site {e.name!r} appeared in a later run of the model but not in the first; "
+                f"PermutationKernel needs the same latent sites in every run"
+            ) from None
+        except ExtraDims as e:
+            raise ValueError(
+                f"site {e.name!r} has batch dimensions outside any pyro.plate (log_prob shape "
+                f"{e.shape}); declare them with pyro.plate or pass max_plate_nesting"
+            ) from None
 
     # ------------------------------------------------------------------------------ moves
 
