@@ -37,6 +37,14 @@ fails to halve its marginal error.
 
 References:
 
+**Other marginals.** :func:`newton_solve` also takes row and column marginals ``a``, ``b``
+(positive, ``sum a = sum b``), for the rectangular and unmatched ("dustbin") problems: then
+``P 1 = a`` and ``P^T 1 = b``, the dual is ``phi(f) = <a, f> + <b, g(f)>`` with
+``g_j = log b_j - log sum_i e^{Y_ij + f_i}``, its gradient ``a - r`` and its negative Hessian
+``diag(r) - P diag(1/b) P^T`` (null vector ``1`` again), the plain step ``d = log(a / r)``,
+and the marginal error is relative, ``max_i |r_i / a_i - 1|``. Without them (``None``) the
+code is the unit-marginal one above, operation for operation.
+
 Brauer, Clason, Lorenz, Wirth. A Sinkhorn-Newton method for entropic optimal transport.
 arXiv:1710.06635, 2017. Schmitzer. Stabilized sparse scaling algorithms for entropy regularized
 transport problems. SIAM J. Sci. Comput. 2019 (epsilon-scaling and absorption).
@@ -106,8 +114,10 @@ def _col_logsumexp(y):
     return m + (y - m).clamp_(min=math.log(floor)).exp_().sum(-2, keepdim=True).log_()
 
 
-def _normalize_cols(y):
-    return y - _col_logsumexp(y)
+def _normalize_cols(y, log_b=None):
+    """``y`` with its columns normalised to sum to one, or to ``exp(log_b)`` ``(B, M)``."""
+    y = y - _col_logsumexp(y)
+    return y if log_b is None else y + log_b.unsqueeze(-2)
 
 
 def _col_lse(y, p, f):
@@ -143,8 +153,11 @@ def _half_spread(y):
     return hi / 2 - lo / 2
 
 
-def _newton_direction(p, r):
+def _newton_direction(p, r, a=None, b=None):
     """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element.
+
+    With marginals ``a`` ``(B, N)`` and ``b`` ``(B, M)`` the system is
+    ``(diag(r) - P diag(1/b) P^T + 1 1^T / N + delta I) d = a - r``.
 
     ``p`` is flushed (:func:`_exp_flushed`); for the products ``P P^T`` entries below
     ``sqrt(tiny)`` are flushed too (they change ``H`` by less than ``N sqrt(tiny)``).
@@ -153,41 +166,47 @@ def _newton_direction(p, r):
     where forming ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by
     conjugate gradients with ``O(N^2)`` products (:func:`_newton_cg`).
     """
-    n = p.shape[-1]
-    grad = 1 - r
+    n = p.shape[-2]
+    grad = 1 - r if a is None else a - r
+    plain = -torch.log(r) if a is None else -torch.log(r / a)
     p = torch.nn.functional.threshold(p, torch.finfo(p.dtype).tiny ** 0.5, 0.0)
     if n >= CG_MIN_N:
-        d = _newton_cg(p, r, grad)
+        d = _newton_cg(p, r, grad, b)
         ok = torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
-        return torch.where(ok[:, None], d, -torch.log(r))
+        return torch.where(ok[:, None], d, plain)
     eps = torch.finfo(p.dtype).eps
-    h = torch.bmm(p, p.transpose(-1, -2)).neg_().add_(1.0 / n)
+    pb = p if b is None else p / b.unsqueeze(-2)
+    h = torch.bmm(pb, p.transpose(-1, -2)).neg_().add_(1.0 / n)
     h.diagonal(dim1=-2, dim2=-1).add_(r + 100 * eps)
     d, ok = spd_solve(h, grad)
     ok = ok & ((grad * d).sum(-1) > 0)
-    return torch.where(ok[:, None], d, -torch.log(r))
+    return torch.where(ok[:, None], d, plain)
 
 
-def _newton_cg(p, r, grad):
+def _newton_cg(p, r, grad, b=None):
     """Inexact Newton direction by Jacobi-preconditioned conjugate gradients.
 
-    The products ``H v = r * v - P (P^T v) + mean(v) + delta v`` cost ``O(N^2)`` each. Each
+    The products ``H v = r * v - P (P^T v) + mean(v) + delta v`` (``P diag(1/b) P^T v`` with
+    column marginals ``b``) cost ``O(N^2)`` each. Each
     element stops when its residual is below ``min(CG_FORCING, sqrt(|g|_inf)) |g|`` (an
     inexact Newton method: loose early, tight near the solution) or after ``CG_MAX_ITER``
     products.
     """
-    n = p.shape[-1]
+    n = p.shape[-2]
     delta = 100 * torch.finfo(p.dtype).eps
     # Floor of the CG denominators: positive in the dtype (1e-300 is 0 in float32), so the
     # branch torch.where discards is never 0/0, whose NaN would reach unrolled gradients.
     tiny = torch.finfo(p.dtype).tiny
     pt = p.transpose(-1, -2)
+    inv_b = None if b is None else (1 / b).unsqueeze(-1)
 
     def matvec(v):
-        pv = (p @ (pt @ v.unsqueeze(-1))).squeeze(-1)
+        ptv = pt @ v.unsqueeze(-1)
+        pv = (p @ (ptv if inv_b is None else ptv * inv_b)).squeeze(-1)
         return r * v - pv + v.mean(-1, keepdim=True) + delta * v
 
-    diag = (r - (p * p).sum(-1) + 1.0 / n + delta).clamp(min=delta)
+    pp = (p * p).sum(-1) if b is None else (p * p / b.unsqueeze(-2)).sum(-1)
+    diag = (r - pp + 1.0 / n + delta).clamp(min=delta)
     gnorm = grad.norm(dim=-1)
     forcing = torch.clamp(grad.abs().amax(-1).sqrt(), max=CG_FORCING)
     target = forcing * gnorm
@@ -214,32 +233,43 @@ def _newton_cg(p, r, grad):
     return x
 
 
-def _line_search(y, p, d, slope):
+def _line_search(y, p, d, slope, a=None, log_b=None):
     """Largest ``t = 2^-k`` with ``phi(t d) >= ARMIJO t slope``; ``phi(0) = 0`` here.
 
     ``p = exp(y)`` (subnormals flushed) gives each trial's normaliser by :func:`_col_lse`.
+    With marginals, ``phi(f) = <a, f> - <b, lse(f) - log b>`` (``y``'s columns sum to ``b``).
 
     Returns ``(t, accepted, lse)``: ``lse`` is the column log-normaliser of ``y + t d`` at the
     accepted ``t`` (so the step needs no second normalisation).
 
     ``phi`` is a sum of ``2 N`` terms of order one, so the test allows for their rounding.
     """
-    batch, n, _ = y.shape
-    noise = 4 * n * torch.finfo(y.dtype).eps
+    batch, n, m = y.shape
+    if a is None:
+        noise = 4 * n * torch.finfo(y.dtype).eps
+    else:  # 2 N terms of order one, or a few large ones: scale with the total mass
+        b = log_b.exp()
+        noise = 4 * (a.sum(-1) + n + m) * torch.finfo(y.dtype).eps
     # Steps start within the trust region, which also keeps the normaliser cheap (_col_lse).
     limit = min(_tiny_limits(y.dtype)[1], STEP_CAP)
     width = (d.amax(-1) - d.amin(-1)).detach()
     t = torch.clamp(limit / width.clamp(min=1e-30), max=1.0)
     accepted = torch.zeros(batch, dtype=torch.bool, device=y.device)
-    lse = torch.zeros(batch, n, dtype=y.dtype, device=y.device)
+    lse = torch.zeros(batch, m, dtype=y.dtype, device=y.device)
     todo = torch.arange(batch, device=y.device)  # elements still halving: only they are tried
     for _ in range(MAX_HALVINGS):
         sub = todo.numel() < batch
         y_t, p_t, d_t, t_t = (y[todo], p[todo], d[todo], t[todo]) if sub else (y, p, d, t)
         f = t_t[:, None] * d_t
         lse_t = _col_lse(y_t, p_t, f)
-        phi = f.sum(-1) - lse_t.sum(-1)
-        good = phi >= ARMIJO * t_t * (slope[todo] if sub else slope) - noise
+        if a is None:
+            phi = f.sum(-1) - lse_t.sum(-1)
+            noise_t = noise
+        else:
+            a_t, b_t, lb_t = (a[todo], b[todo], log_b[todo]) if sub else (a, b, log_b)
+            phi = (a_t * f).sum(-1) - (b_t * (lse_t - lb_t)).sum(-1)
+            noise_t = noise[todo] if sub else noise
+        good = phi >= ARMIJO * t_t * (slope[todo] if sub else slope) - noise_t
         # Out of place: with ``grad="unrolled"`` autograd keeps ``t`` and ``lse``.
         lse = lse.index_put((todo[good],), lse_t[good])
         accepted[todo[good]] = True
@@ -250,8 +280,13 @@ def _line_search(y, p, d, slope):
     return t, accepted, lse
 
 
-def newton_solve(y, tol, max_iter):
+def newton_solve(y, tol, max_iter, log_a=None, log_b=None):
     """Solve ``S(y)`` for ``y`` of shape ``(B, N, N)`` to marginal error ``tol``.
+
+    With ``log_a`` ``(B, N)`` and ``log_b`` ``(B, M)`` (both or neither), ``y`` may be
+    ``(B, N, M)`` and the rows and columns of the solution sum to ``exp(log_a)`` and
+    ``exp(log_b)`` (which must have equal totals); ``error`` is then the relative row error
+    ``max_i |r_i / a_i - 1|``.
 
     Returns ``(log_p, iterations, sweeps, newton_steps, error, final)``: ``log_p`` of shape
     ``(B, N, N)`` with columns normalised exactly and rows to within ``error``; ``iterations``
@@ -277,7 +312,8 @@ def newton_solve(y, tol, max_iter):
     # The schedule is a constant of the computation: no gradient flows through it.
     half_spread = _half_spread(y.detach()).clamp(min=1e-30)
     scale = (START_SPREAD / 2 / half_spread).clamp(max=1.0)
-    y = _normalize_cols(y * scale[:, None, None])
+    a = None if log_a is None else log_a.exp()
+    y = _normalize_cols(y * scale[:, None, None], log_b)
     idx = torch.arange(batch, device=y.device)
     newton = torch.zeros(batch, dtype=torch.bool, device=y.device)
     prev_err = torch.full((batch,), torch.inf, dtype=y.dtype, device=y.device)
@@ -286,7 +322,8 @@ def newton_solve(y, tol, max_iter):
     while True:
         p = _exp_flushed(y)
         r = p.sum(-1)
-        err = (r - 1).abs().amax(-1)
+        u = r if a is None else r / a  # relative row sums
+        err = (u - 1).abs().amax(-1)
         newton = newton | (err > PLAIN_RATE * prev_err)
         prev_err = err
         final = scale >= 1
@@ -302,19 +339,24 @@ def newton_solve(y, tol, max_iter):
             keep = ~done
             if not keep.any():
                 break
-            y, p, r, err, scale, final, idx, newton, prev_err, swept, solved = (
-                t[keep] for t in (y, p, r, err, scale, final, idx, newton, prev_err, swept, solved)
+            y, p, r, u, err, scale, final, idx, newton, prev_err, swept, solved = (
+                t[keep]
+                for t in (y, p, r, u, err, scale, final, idx, newton, prev_err, swept, solved)
             )
+            if a is not None:
+                a, log_b = a[keep], log_b[keep]
         # A plain sweep, or a Newton step where sweeps have stalled; elements whose stage is
         # solved move to the next scale instead.
-        d = -torch.log(r)
+        d = -torch.log(u)
         advance = ~final & (err <= STAGE_TOL)
         solved += newton & ~advance
         swept += ~newton & ~advance
         lse = None
         if newton.any():
-            d_newton = _newton_direction(p, r)
-            t, ok, lse = _line_search(y, p, d_newton, ((1 - r) * d_newton).sum(-1))
+            b = None if log_b is None else log_b.exp()
+            d_newton = _newton_direction(p, r, a, b)
+            grad = 1 - r if a is None else a - r
+            t, ok, lse = _line_search(y, p, d_newton, (grad * d_newton).sum(-1), a, log_b)
             # A failed line search takes the plain Sinkhorn step instead.
             use = newton & ok
             d = torch.where(use[:, None], t[:, None] * d_newton, d)
@@ -323,11 +365,12 @@ def newton_solve(y, tol, max_iter):
         if advance.any():
             kappa = torch.where(advance, torch.clamp(1.0 / scale, max=KAPPA), 1.0)
             y = torch.where(advance[:, None, None], y * kappa[:, None, None], y + d[:, :, None])
-            y = _normalize_cols(y)
+            y = _normalize_cols(y, log_b)
             scale = torch.where(kappa * scale >= 1 - 1e-6, 1.0, kappa * scale)
         elif lse is not None:  # every element took its accepted Newton step
-            y = y + d[:, :, None] - lse[:, None, :]
+            y = y + d[:, :, None] - (lse if log_b is None else lse - log_b)[:, None, :]
         else:
-            y = y + (d[:, :, None] - _col_lse(y, p, d)[:, None, :])
+            lse = _col_lse(y, p, d)
+            y = y + (d[:, :, None] - (lse if log_b is None else lse - log_b)[:, None, :])
         it += 1
     return out, iterations, sweeps, newton_steps, errors, reached

@@ -1,5 +1,6 @@
 """The Sinkhorn operator: from a score matrix to a doubly-stochastic matrix."""
 
+import math
 import numbers
 from typing import NamedTuple
 
@@ -7,8 +8,14 @@ import torch
 
 from pyro_permutations.ops._sinkhorn_implicit import ImplicitSinkhorn
 from pyro_permutations.ops._sinkhorn_newton import newton_solve
-from pyro_permutations.ops._validation import check_floating, check_scores, check_square, is_int
-from pyro_permutations.ops.matching import matching
+from pyro_permutations.ops._validation import (
+    check_floating,
+    check_matrix,
+    check_scores,
+    check_square,
+    is_int,
+)
+from pyro_permutations.ops.matching import check_unmatched, matching
 
 __all__ = ["SinkhornInfo", "log_sinkhorn", "marginal_error", "sinkhorn"]
 
@@ -62,17 +69,56 @@ class SinkhornInfo(_SinkhornInfoFields):
         return super().__repr__()[:-1] + extra  # the triple's repr, its ")" replaced
 
 
-def marginal_error(log_p):
+def marginal_error(log_p, *, augmented=False):
     """Marginal error ``max(|P 1 - 1|_inf, |P^T 1 - 1|_inf)`` of ``P = exp(log_p)``, ``(...)``.
 
-    :param torch.Tensor log_p: log-matrices of shape ``(..., N, N)``, floating.
-    :raises ValueError: if ``log_p`` is not a floating batch of square matrices.
+    For rectangular ``(..., N, M)`` matrices, ``N < M`` (the rows all matched, the columns at
+    most once): ``max(|P 1 - 1|_inf, |(P^T 1 - 1)_+|_inf)``, and the same transposed for
+    ``N > M``. With ``augmented=True``, ``log_p`` is the ``(..., N + 1, M + 1)`` matrix that
+    :func:`log_sinkhorn` returns with unmatched scores, whose rows should sum to
+    ``a = (1_N, M)`` and columns to ``b = (1_M, N)``; the error is relative,
+    ``max(|P 1 / a - 1|_inf, |P^T 1 / b - 1|_inf)``.
+
+    :param torch.Tensor log_p: log-matrices of shape ``(..., N, N)`` (or ``(..., N, M)``),
+        floating.
+    :param bool augmented: ``log_p`` holds an unmatched row and column (last).
+    :raises ValueError: if ``log_p`` is not a floating batch of matrices.
+
+    Example::
+
+        >>> marginal_error(torch.log(torch.tensor([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5]])))
+        tensor(0.)
     """
     check_floating(log_p, "log_p")
+    if augmented or (log_p.dim() >= 2 and log_p.shape[-1] != log_p.shape[-2]):
+        check_matrix(log_p, "log_p")
+        return _partial_error(log_p.exp(), augmented)
     check_square(log_p, "log_p")
     p = torch.exp(log_p)
     rows = (p.sum(-1) - 1).abs().amax(-1)
     cols = (p.sum(-2) - 1).abs().amax(-1)
+    return torch.maximum(rows, cols)
+
+
+def _partial_error(p, augmented):
+    """:func:`marginal_error` of rectangular or augmented matrices ``p`` (probabilities)."""
+    if augmented:
+        if p.shape[-1] < 2 or p.shape[-2] < 2:
+            raise ValueError(
+                f"log_p must have shape (..., N + 1, M + 1) with N, M >= 1 when augmented, "
+                f"got shape {tuple(p.shape)}"
+            )
+        n, m = p.shape[-2] - 1, p.shape[-1] - 1
+        a = torch.ones(n + 1, dtype=p.dtype, device=p.device)
+        b = torch.ones(m + 1, dtype=p.dtype, device=p.device)
+        a[-1], b[-1] = m, n
+        rows = (p.sum(-1) / a - 1).abs().amax(-1)
+        cols = (p.sum(-2) / b - 1).abs().amax(-1)
+        return torch.maximum(rows, cols)
+    if p.shape[-2] > p.shape[-1]:
+        p = p.transpose(-1, -2)
+    rows = (p.sum(-1) - 1).abs().amax(-1)
+    cols = (p.sum(-2) - 1).clamp(min=0).amax(-1)
     return torch.maximum(rows, cols)
 
 
@@ -114,15 +160,133 @@ def _check_feasible(log_alpha):
         ) from e
 
 
-def _sweeps(y, n_iters):
-    """``n_iters`` plain Sinkhorn sweeps (rows, then columns) in log space: ``log S^L(y)``."""
+def _check_partial_feasible(x):
+    """Rectangular ``x`` ``(B, N, M)``, ``N < M``: some matching of every row avoids ``-inf``."""
+    if not torch.isneginf(x).any():
+        return
+    if torch.isneginf(x).all(-1).any():
+        raise ValueError(
+            "log_alpha has a row (of its smaller side) that is entirely -inf, so that row "
+            "cannot be matched; allow at least one pair in it, or give unmatched scores"
+        )
+    try:
+        matching(x)
+    except ValueError as e:
+        raise ValueError(
+            "log_alpha: no matching of every item of its smaller side avoids all of its -inf "
+            "(forbidden) entries; allow more pairs, or give unmatched scores"
+        ) from e
+
+
+def _augmented(x, unmatched):
+    """The augmented problem of ``x`` ``(B, N, M)``, ``N <= M``: ``(y, log_a, log_b)``.
+
+    Rectangular (``unmatched`` None): a slack row of one constant score (any constant gives the
+    same solution; the middle of ``x``'s finite range keeps the range unchanged) with marginal
+    ``M - N``. Unmatched scores ``(u, v)``: the dustbin row and column, corner score 0 (``-inf``
+    where all of ``x`` is ``-inf``: then nothing is matched and the corner's mass is zero),
+    marginals ``(1_N, M)`` and ``(1_M, N)``.
+    """
+    batch, n, m = x.shape
+    zeros = x.new_zeros(batch, n)
+    if unmatched is None:
+        with torch.no_grad():
+            finite = torch.isfinite(x)
+            hi = torch.where(finite, x, -torch.inf).amax(dim=(-2, -1))
+            lo = torch.where(finite, x, torch.inf).amin(dim=(-2, -1))
+            mid = hi / 2 + lo / 2
+        y = torch.cat([x, mid[:, None, None].expand(batch, 1, m)], dim=-2)
+        log_a = torch.cat([zeros, zeros[:, :1] + math.log(m - n)], dim=-1)
+        return y, log_a, x.new_zeros(batch, m)
+    u, v = unmatched
+    with torch.no_grad():
+        corner = torch.where(torch.isneginf(x).all(-1).all(-1), -torch.inf, 0.0).to(x.dtype)
+    top = torch.cat([x, u.unsqueeze(-1)], dim=-1)
+    bottom = torch.cat([v, corner.unsqueeze(-1)], dim=-1)
+    y = torch.cat([top, bottom.unsqueeze(-2)], dim=-2)
+    log_a = torch.cat([zeros, zeros[:, :1] + math.log(m)], dim=-1)
+    log_b = torch.cat([x.new_zeros(batch, m), zeros[:, :1] + math.log(n)], dim=-1)
+    return y, log_a, log_b
+
+
+def _log_sinkhorn_partial(log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info):
+    """:func:`log_sinkhorn` of rectangular scores, or of scores with unmatched scores."""
+    batch_shape = log_alpha.shape[:-2]
+    n, m = log_alpha.shape[-2:]
+    x = log_alpha.reshape((-1, n, m))
+    if unmatched is not None:
+        unmatched = tuple(t.reshape(-1, t.shape[-1]) for t in unmatched)
+    transposed = n > m  # solve with the smaller side as the rows: the Newton system is its size
+    if transposed:
+        x = x.transpose(-1, -2)
+        n, m = m, n
+        if unmatched is not None:
+            unmatched = unmatched[::-1]
+    if unmatched is None:
+        _check_partial_feasible(x)
+    y, log_a, log_b = _augmented(x, unmatched)
+    counts = [torch.zeros(y.shape[0], dtype=torch.long, device=y.device) for _ in range(3)]
+    final = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+    if n_iters is not None:
+        log_p = _sweeps(y, n_iters, log_a, log_b)
+        counts[0] += n_iters
+        counts[1] += n_iters
+    elif y.shape[0] == 0:
+        log_p = y.clone()
+    elif grad == "implicit":
+        with torch.no_grad():
+            solved, *counts, _, final = newton_solve(y.detach(), tol, max_iter, log_a, log_b)
+        if y.requires_grad:
+            log_p = ImplicitSinkhorn.apply(y, solved, log_a.exp(), log_b.exp())
+        else:
+            log_p = solved
+    else:
+        log_p, *counts, _, final = newton_solve(y, tol, max_iter, log_a, log_b)
+    if return_info:
+        with torch.no_grad():
+            p = log_p.exp()
+            rows = (p.sum(-1) / log_a.exp() - 1).abs().amax(-1)
+            cols = (p.sum(-2) / log_b.exp() - 1).abs().amax(-1)
+            error = torch.maximum(rows, cols).reshape(batch_shape)
+    if unmatched is None:
+        log_p = log_p[:, :n, :]  # the slack row is 1 - (column sums)
+    if transposed:
+        log_p = log_p.transpose(-1, -2)
+    log_p = log_p.reshape(batch_shape + log_p.shape[-2:])
+    if not return_info:
+        return log_p
+    iterations, sweeps, newton_steps = (count.reshape(batch_shape) for count in counts)
+    converged = (error <= tol) & final.reshape(batch_shape)
+    return log_p, SinkhornInfo(
+        iterations, error, converged, sweeps=sweeps, newton_steps=newton_steps
+    )
+
+
+def _sweeps(y, n_iters, log_a=None, log_b=None):
+    """``n_iters`` plain Sinkhorn sweeps (rows, then columns) in log space: ``log S^L(y)``; with
+    marginals ``exp(log_a)``, ``exp(log_b)`` each normalisation is to them."""
+    if log_a is not None:
+        for _ in range(n_iters):
+            y = y - torch.logsumexp(y, dim=-1, keepdim=True) + log_a.unsqueeze(-1)
+            y = y - torch.logsumexp(y, dim=-2, keepdim=True) + log_b.unsqueeze(-2)
+        return y
     for _ in range(n_iters):
         y = y - torch.logsumexp(y, dim=-1, keepdim=True)
         y = y - torch.logsumexp(y, dim=-2, keepdim=True)
     return y
 
 
-def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, return_info=False):
+def log_sinkhorn(
+    log_alpha,
+    *,
+    unmatched_rows=None,
+    unmatched_cols=None,
+    tol=1e-5,
+    max_iter=500,
+    n_iters=None,
+    grad=None,
+    return_info=False,
+):
     """The Sinkhorn operator of [GS] in log space: ``log S(log_alpha)``.
 
     .. math::
@@ -159,6 +323,57 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     ``-inf`` entries are forbidden pairs: their probability is exactly zero; some permutation
     must avoid them all.
 
+    **Partial matchings: rectangular scores.** For ``(..., N, M)`` scores with ``N < M``
+    every row is matched and a column at most once: the result is the ``(N, M)`` block of the
+    Sinkhorn limit of the ``(N + 1, M)`` matrix with a slack row (one constant score, which
+    absorbs what the rows leave of each column),
+
+    .. math::
+
+        \\bar P = \\begin{pmatrix} P \\\\ s^T \\end{pmatrix}
+        = \\mathrm{diag}(e^f) \\exp\\begin{pmatrix} X \\\\ c 1^T \\end{pmatrix}
+        \\mathrm{diag}(e^g), \\qquad \\bar P 1 = \\begin{pmatrix} 1_N \\\\ M - N
+        \\end{pmatrix}, \\quad \\bar P^T 1 = 1_M,
+
+    so ``P 1 = 1_N`` and ``P^T 1 = 1_M - s <= 1_M``; it maximises
+    ``<P, X> + tau (h(P) + h(s))`` over that polytope and tends to the rectangular
+    :func:`~pyro_permutations.ops.matching` as ``tau -> 0``. For ``N > M`` the same with the
+    roles of rows and columns exchanged (a slack column).
+
+    **Partial matchings: unmatched scores** (SuperGlue's dustbin [SG]). With
+    ``unmatched_rows=u`` ``(..., N)`` and ``unmatched_cols=v`` ``(..., M)`` any row or
+    column may go unmatched, and the result is the ``(..., N + 1, M + 1)`` augmented matrix
+
+    .. math::
+
+        \\bar P = \\mathrm{diag}(e^f) \\exp\\begin{pmatrix} X & u \\\\ v^T & 0
+        \\end{pmatrix} \\mathrm{diag}(e^g), \\qquad
+        \\bar P 1 = \\begin{pmatrix} 1_N \\\\ M \\end{pmatrix}, \\quad
+        \\bar P^T 1 = \\begin{pmatrix} 1_M \\\\ N \\end{pmatrix}:
+
+    ``P = bar P[..., :N, :M]`` is the soft partial matching, ``bar P[..., i, M] = 1 - (P 1)_i``
+    the probability that row ``i`` is unmatched, ``bar P[..., N, j]`` that column ``j`` is,
+    and the corner ``bar P[..., N, M]`` the expected number of matched pairs. These marginals
+    (SuperGlue's) let every item go unmatched and the corner take up the difference, so that
+    the problem is feasible for any finite ``u``, ``v``; with corner score 0, ``S(bar X / tau)``
+    tends as ``tau -> 0`` to the partial matching that maximises the matched scores plus the
+    unmatched scores of the unmatched rows and columns, ``matching(X, unmatched_rows=u,
+    unmatched_cols=v)``. Scale ``u`` and ``v`` with the temperature as ``X`` is. The unmatched
+    scores must be finite; ``-inf`` entries of ``X`` are allowed (always feasible).
+
+    In both cases the stopping rule, Newton's method, the gradients and the diagnostics are
+    those of the square case, with the marginals above: ``info.error`` is the relative error
+    ``max(|bar P 1 / a - 1|_inf, |bar P^T 1 / b - 1|_inf)`` of the augmented matrix (for
+    rectangular scores at least :func:`marginal_error` of the block), and the smaller of ``N``,
+    ``M`` sets the size of the Newton systems.
+
+    **Ragged batches** (a different ``N_b, M_b`` per element): pad to the largest ``(N, M)``
+    with ``-inf`` scores wherever a padded row or column is involved, and give unmatched scores
+    (any finite value for the padded items, e.g. 0). A padded item then has a single finite
+    entry, its dustbin, and goes unmatched with probability one; the augmented problem
+    decouples and the unpadded block is exactly the solution of the element alone. (Without
+    unmatched scores padding cannot work: every row of the smaller side must be matched.)
+
     **Tiny entries.** An entry far below machine precision relative to its row and column
     (``P_ij < eps``, e.g. ``exp(-75)`` beside ``1`` in float64) does not affect any marginal in
     floating point, so the marginals do not determine its log: ``exp(log_p)`` is right to
@@ -166,8 +381,12 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     entries) may be far off, for this solver as for the plain loop. Losses on ``sinkhorn``'s
     probabilities, or on entries of non-negligible mass, are unaffected.
 
-    :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``, floating point, on
-        any device; any number of leading batch dimensions.
+    :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``, or ``(..., N, M)``
+        (a partial matching, as above), floating point, on any device; any number of leading
+        batch dimensions.
+    :param unmatched_rows: scores ``(..., N)`` (broadcast; a number for all) of leaving each
+        row unmatched, finite; give both or neither.
+    :param unmatched_cols: scores ``(..., M)`` of leaving each column unmatched, finite.
     :param float tol: marginal error at which to stop (ignored for stopping when ``n_iters``
         is given, but still used for ``info.converged``).
     :param int max_iter: most iterations (plain sweeps, Newton steps and temperature-stage
@@ -175,9 +394,12 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     :param int n_iters: if given, run exactly this many plain sweeps instead (``>= 1``).
     :param str grad: ``"implicit"`` or ``"unrolled"``; ``None`` picks as described above.
     :param bool return_info: also return a :class:`SinkhornInfo`.
-    :returns: ``log S(X)`` of shape ``(..., N, N)``, and the info if asked.
-    :raises ValueError: if ``log_alpha`` is not a batch of square floating matrices, holds NaN
-        or ``+inf``, or its ``-inf`` entries admit no permutation; on invalid options.
+    :returns: ``log S(X)`` of shape ``(..., N, N)`` (``(..., N, M)`` for rectangular scores,
+        ``(..., N + 1, M + 1)`` with unmatched scores), and the info if asked.
+    :raises ValueError: if ``log_alpha`` is not a batch of floating matrices, holds NaN
+        or ``+inf``, or its ``-inf`` entries admit no permutation (no matching of every item of
+        the smaller side); on unmatched scores that are not finite, do not broadcast or come
+        alone; on invalid options.
 
     Example::
 
@@ -189,6 +411,11 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
         True
         >>> bool(info.converged.all())
         True
+        >>> p = log_sinkhorn(torch.randn(3, 5), unmatched_rows=0.0, unmatched_cols=0.0).exp()
+        >>> p.shape  # the dustbin row and column last
+        torch.Size([4, 6])
+        >>> bool(torch.allclose(p.sum(-1), torch.tensor([1.0, 1.0, 1.0, 5.0]), atol=1e-4))
+        True
 
     References:
 
@@ -196,14 +423,21 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
     Networks. ICLR 2018, section 2 and Theorem 1.
     Sinkhorn. A relationship between arbitrary positive matrices and doubly stochastic
     matrices. Ann. Math. Statist. 1964.
+    [SG] Sarlin, DeTone, Malisiewicz, Rabinovich. SuperGlue: Learning Feature Matching with
+    Graph Neural Networks. CVPR 2020, section 3.2 (the dustbin and its marginals).
     """
-    check_scores(log_alpha, "log_alpha", allow_neg_inf=True)
+    check_scores(log_alpha, "log_alpha", allow_neg_inf=True, square=False)
     _check_options(tol, max_iter, n_iters, grad)
     tol, max_iter = float(tol), int(max_iter)
     n_iters = None if n_iters is None else int(n_iters)
-    _check_feasible(log_alpha)
     if grad is None:
         grad = "unrolled" if n_iters is not None else "implicit"
+    unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols)
+    if unmatched is not None or log_alpha.shape[-1] != log_alpha.shape[-2]:
+        return _log_sinkhorn_partial(
+            log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info
+        )
+    _check_feasible(log_alpha)
 
     batch_shape = log_alpha.shape[:-2]
     n = log_alpha.shape[-1]
@@ -237,7 +471,8 @@ def log_sinkhorn(log_alpha, *, tol=1e-5, max_iter=500, n_iters=None, grad=None, 
 
 
 def sinkhorn(log_alpha, **kwargs):
-    """The Sinkhorn operator ``S(log_alpha)``: a doubly-stochastic matrix ``(..., N, N)``.
+    """The Sinkhorn operator ``S(log_alpha)``: a doubly-stochastic matrix ``(..., N, N)`` (or a
+    soft partial matching, for rectangular scores or with unmatched scores).
 
     ``exp`` of :func:`log_sinkhorn`, which documents the maths, the stopping rules, the two
     gradient modes and the options (passed through as keyword arguments).
