@@ -251,6 +251,22 @@ def test_swap_proposal_and_its_hastings_ratio_match_brute_force():
         assert FORBID is not None and ALLOWED4[torch.arange(4), torch.tensor(y)].all()
 
 
+def test_unmasked_swap_proposal_is_uniform_over_transpositions_with_ratio_one():
+    """Without forbidden pairs (the path that skips the partner counts), the proposal is
+    brute force's with every pair allowed: each of the 6 transpositions of N = 4 with
+    probability 1/6, and the Hastings ratio is one."""
+    x = [2, 0, 3, 1]
+    perm = torch.tensor(x).expand(30_000, 4).clone()
+    torch.manual_seed(15)
+    new, log_q, moved = _propose_swap(perm, None)
+    q = _brute_swap_proposals(x, torch.ones(4, 4, dtype=torch.bool))
+    assert len(q) == 6 and tuple(x) not in q
+    ranks = perm_to_rank(torch.tensor(list(q)))
+    counts = torch.bincount(perm_to_rank(new), minlength=24)[ranks]
+    assert counts.sum() == 30_000 and moved.all() and (log_q == 0).all()
+    assert pooled_goodness_of_fit(torch.tensor(list(q.values())), counts) > 1e-3
+
+
 def _one_step(model, x, proposals, mask=None, chains=30_000, block_size=3):
     pyro.set_rng_seed(4)
     kernel = PermutationKernel(
@@ -266,18 +282,20 @@ def _one_step(model, x, proposals, mask=None, chains=30_000, block_size=3):
     return torch.bincount(perm_to_rank(params["pi"]), minlength=24).double()
 
 
-def test_swap_transition_matches_the_brute_force_metropolis_hastings_kernel():
+@pytest.mark.parametrize("mask", [ALLOWED4, None], ids=["forbidden pairs", "no mask"])
+def test_swap_transition_matches_the_brute_force_metropolis_hastings_kernel(mask):
     model, log_p = _log_target(4, seed=5)
     x = [1, 0, 2, 3]
-    counts = _one_step(model, x, ("swap",), mask=ALLOWED4)
+    counts = _one_step(model, x, ("swap",), mask=mask)
+    allowed = torch.ones(4, 4, dtype=torch.bool) if mask is None else mask
     perms = all_permutations(4).tolist()
     rank = {tuple(p): r for r, p in enumerate(perms)}
     kernel = torch.zeros(24, dtype=torch.float64)
-    for y, q_xy in _brute_swap_proposals(x, ALLOWED4).items():
+    for y, q_xy in _brute_swap_proposals(x, allowed).items():
         if y == tuple(x):
             kernel[rank[y]] += q_xy
             continue
-        q_yx = _brute_swap_proposals(list(y), ALLOWED4)[tuple(x)]
+        q_yx = _brute_swap_proposals(list(y), allowed)[tuple(x)]
         ratio = math.exp(log_p[rank[y]] - log_p[rank[tuple(x)]]) * q_yx / q_xy
         kernel[rank[y]] += q_xy * min(1.0, ratio)
         kernel[rank[tuple(x)]] += q_xy * (1 - min(1.0, ratio))
