@@ -21,7 +21,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import exact_posterior, matching, mcmc, sinkhorn_backward, sinkhorn_forward, svi
+from benchmarks import (
+    exact_posterior,
+    matching,
+    mcmc,
+    partial,
+    sinkhorn_backward,
+    sinkhorn_forward,
+    svi,
+)
 from benchmarks._common import load_average, machine_lines
 
 SECTIONS = {
@@ -31,6 +39,7 @@ SECTIONS = {
     "exact_posterior": ("exact_posterior", exact_posterior),
     "svi": ("SVI on the matching model", svi),
     "mcmc": ("MCMC over permutation sites (PermutationKernel)", mcmc),
+    "partial": ("Partial matchings: rectangular and dustbin Sinkhorn, matching", partial),
 }
 DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
 
