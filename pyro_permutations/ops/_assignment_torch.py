@@ -15,15 +15,27 @@ unassigned columns at ``v_j = 0 >= v_k``: the linear-programming optimality cond
 each augmentation leaves a minimum-cost assignment of the rows assigned so far, and the last
 one an optimal assignment of every row ([C] section 3). It is exact in the same sense as
 scipy's solver: in float64 arithmetic, up to its rounding (the optimal total is found to within
-a few units in the last place of the largest partial sums). The start is the row reduction
-``u_i = min_j c_ij``, ``v = 0`` (feasible), with each row given its smallest column when no
-earlier row took it (tight, so the conditions hold from the start).
+a few units in the last place of the largest partial sums). The start is a few rounds of a
+Jacobi auction with no increment ([B]; :func:`_auction_start`): all free rows of all matrices
+bid at once, which leaves a few percent of the rows free, with duals that meet the same
+conditions; the shortest paths assign the rest. Ties cost nothing to exactness (a search
+settles any nearest column, a free one first).
+
+**Cost.** A step is about fifty tensor operations on ``(B, M)`` arrays; the steps number about
+``k M`` for the ``k`` rows the auction leaves free (a search settles many columns when the
+duals are nearly optimal), a few thousand for ``N`` in the hundreds. On the CPU, where each
+operation costs microseconds of dispatch, this is far slower than scipy's compiled loop
+(``python -m benchmarks --only peers``), so :func:`~pyro_permutations.ops.matching` uses it
+only for CUDA tensors, to keep them on the device.
 
 **Forbidden pairs** are ``+inf`` costs: a search that finds every unvisited column at infinite
 distance proves (Hall's theorem, through the alternating tree it built) that no assignment
 avoids them, and that matrix is reported as infeasible.
 
 References:
+
+[B] D. P. Bertsekas. The auction algorithm: a distributed relaxation method for the
+assignment problem. Annals of Operations Research 14, 1988 (the Jacobi variant, section 3).
 
 [C] D. F. Crouse. On implementing 2D rectangular assignment algorithms. IEEE Transactions on
 Aerospace and Electronic Systems 52(4), 2016, Algorithm 1 and section 3.
@@ -37,7 +49,60 @@ import torch
 #: factor leaves the minimisers unchanged (as in :mod:`pyro_permutations.ops.matching`).
 MAX_COST_EXPONENT = 1000
 
+#: Rounds of the auction that gives the shortest-path method its start, off and on the CPU:
+#: each assigns most of the rows still free at no cost to exactness (see `_auction_start`).
+START_ROUNDS = 32
+START_ROUNDS_CPU = 8
+
 _SEARCH, _AUGMENT, _DONE = 0, 1, 2
+
+
+def _auction_start(cost, rounds):
+    """Column potentials ``v`` ``(B, M)`` and a partial assignment (``col4row`` ``(B, N + 1)``,
+    ``-1`` for a free row; ``row4col`` ``(B, M + 1)``, ``N`` for a free column; the last
+    entries are dummies) in which every assigned row is at a column minimising its reduced
+    cost ``c_ij - v_j``: ``rounds`` rounds of a Jacobi auction with no increment [B].
+
+    In a round every free row bids for its best column ``j1``, by its margin ``gap`` (its
+    second-best reduced cost minus its best); each column bid for goes to its largest bidder,
+    at ``v_j -= gap``, and its former owner becomes free. The winner's reduced cost at ``j1``
+    then equals its second best (to the rounding of that subtraction), and other columns'
+    ``v`` only fall, so every assigned row stays at a minimum; the free columns, never bid
+    for, keep ``v = 0 >= v_k``. These are the conditions the shortest-path method starts
+    from, whatever the number of rounds (with no increment the auction need not terminate,
+    so it is cut off and only gives a start).
+    """
+    batch, n, m = cost.shape
+    device = cost.device
+    rows = torch.arange(n, device=device).expand(batch, n)
+    columns = torch.arange(m, device=device).expand(batch, m)
+    v = torch.zeros(batch, m, dtype=torch.float64, device=device)
+    col4row = torch.full((batch, n + 1), -1, dtype=torch.long, device=device)
+    row4col = torch.full((batch, m + 1), n, dtype=torch.long, device=device)
+    for _ in range(rounds):
+        reduced = cost - v.unsqueeze(-2)
+        if m > 1:
+            values, index = reduced.topk(2, dim=-1, largest=False)
+            first, second, j1 = values[..., 0], values[..., 1], index[..., 0]
+            gap = torch.where(torch.isfinite(second), second - first, 0.0)
+        else:
+            first, j1 = reduced.min(-1)
+            gap = torch.zeros_like(first)
+        bidding = (col4row[:, :n] < 0) & torch.isfinite(first)
+        bid = torch.where(bidding, gap, -1.0)
+        best = torch.full((batch, m), -1.0, dtype=torch.float64, device=device)
+        best.scatter_reduce_(1, j1, bid, "amax")
+        top = bidding & (bid == best.gather(1, j1))
+        winner = torch.full((batch, m), n, dtype=torch.long, device=device)
+        winner.scatter_reduce_(1, j1, torch.where(top, rows, n), "amin")
+        won = winner < n
+        v = torch.where(won, v - best.clamp(min=0.0), v)
+        col4row.scatter_(1, torch.where(won, row4col[:, :m], n), -1)  # the former owners
+        row4col[:, :m] = torch.where(won, winner, row4col[:, :m])
+        col4row.scatter_(1, torch.where(won, winner, n), columns)
+    col4row[:, n] = -1
+    row4col[:, m] = n
+    return v, col4row, row4col
 
 
 def _scaled_down(cost):
@@ -51,7 +116,7 @@ def _scaled_down(cost):
     return torch.ldexp(cost, shift.to(cost.dtype))
 
 
-def solve_assignment(cost, check_every=None):
+def solve_assignment(cost, check_every=None, rounds=None):
     """Minimum-cost assignment of every row of each matrix of ``cost`` to a distinct column.
 
     .. math::
@@ -81,73 +146,74 @@ def solve_assignment(cost, check_every=None):
     device = cost.device
     if check_every is None:
         check_every = 1 if device.type == "cpu" else 32
+    if rounds is None:
+        rounds = START_ROUNDS_CPU if device.type == "cpu" else START_ROUNDS
     cost = _scaled_down(cost.to(torch.float64))
     inf = float("inf")
     b_idx = torch.arange(batch, device=device)
-    rows = torch.arange(n, device=device)
 
-    # Start: row reduction (feasible duals) and each row's smallest column, if no earlier row
-    # has it (a tight pair). Rows with no finite cost keep u = 0 and are found infeasible.
-    low, best = cost.min(-1)
-    u = torch.zeros(batch, n + 1, dtype=torch.float64, device=device)  # slot n: a dummy
-    u[:, :n] = torch.where(torch.isinf(low), 0.0, low)
-    v = torch.zeros(batch, m, dtype=torch.float64, device=device)
-    claim = torch.full((batch, m), n, dtype=torch.long, device=device)
-    claim.scatter_reduce_(1, best, rows.expand(batch, n), "amin")
-    mine = (claim.gather(1, best) == rows) & torch.isfinite(low)
-    col4row = torch.full((batch, n + 1), -1, dtype=torch.long, device=device)  # slot n: dummy
-    col4row[:, :n] = torch.where(mine, best, -1)
-    row4col = torch.full((batch, m + 1), -1, dtype=torch.long, device=device)  # slot m: dummy
-    row4col.scatter_(1, torch.where(mine, best, m), rows.expand(batch, n))
-    row4col[:, m] = -1
+    # Start: the duals and assignment of `rounds` rounds of a Jacobi auction (below), from
+    # v = 0 with every row free. Index n of the row arrays and m of the column arrays are
+    # dummies that masked writes go to.
+    v, col4row, row4col = _auction_start(cost, rounds)
+    low = (cost - v.unsqueeze(-2)).amin(-1)
+    u = torch.zeros(batch, n + 1, dtype=torch.float64, device=device)
+    u[:, :n] = torch.where(torch.isinf(low), 0.0, low)  # rows with no finite cost: infeasible
+    mine = col4row[:, :n] >= 0
+    # The rows left free, in order: `order[b, :count[b]]`; `pos` points at the current one.
+    free_rows = ~mine
+    count = free_rows.sum(-1)
+    order = torch.argsort(free_rows.to(torch.uint8), dim=-1, descending=True, stable=True)
+    pos = torch.zeros(batch, dtype=torch.long, device=device)
 
     # Per-matrix search state: the root row `cur` being assigned, the row `i` being scanned,
-    # Dijkstra's distances `dist` and predecessor rows `pred` of the columns, the settled
-    # columns and the rows reached, and the last settled distance `reach`.
-    free_rows = col4row[:, :n] < 0
-    has_free = free_rows.any(-1)
-    cur = free_rows.to(torch.uint8).argmax(-1)
+    # the tentative distances `tentative` of the unsettled columns (+inf once settled), the
+    # distances `settled` of the settled ones (+inf before), the predecessor rows `pred`, the
+    # column potentials `v_open` with -inf at settled columns (so that relaxing them gives
+    # +inf), and the last settled distance `reach`.
+    cur = order[:, 0]
     i = cur.clone()
-    mode = torch.where(has_free, _SEARCH, _DONE)
+    mode = torch.where(count > 0, _SEARCH, _DONE)
     reach = torch.zeros(batch, dtype=torch.float64, device=device)
-    dist = torch.full((batch, m), inf, dtype=torch.float64, device=device)
+    tentative = torch.full((batch, m), inf, dtype=torch.float64, device=device)
+    settled = torch.full((batch, m), inf, dtype=torch.float64, device=device)
     pred = torch.zeros((batch, m), dtype=torch.long, device=device)
-    settled = torch.zeros((batch, m), dtype=torch.bool, device=device)
-    reached = torch.zeros((batch, n + 1), dtype=torch.bool, device=device)
-    reached[b_idx, cur] = True
+    v_open = v.clone()
     tail = torch.zeros(batch, dtype=torch.long, device=device)  # column walking back a path
     infeasible = torch.zeros(batch, dtype=torch.bool, device=device)
 
     def step():
-        nonlocal u, v, dist, pred, settled, reached, i, cur, mode, reach, tail, infeasible
-        # One Dijkstra step for the searching matrices: relax the columns from row i ...
+        nonlocal v, tentative, settled, pred, v_open, i, cur, pos, mode, reach, tail, infeasible
+        # One Dijkstra step for the searching matrices: relax the columns from row i (the
+        # others get +inf offsets and change nothing) ...
         search = mode == _SEARCH
-        r = (reach - u[b_idx, i]).unsqueeze(-1) + cost[b_idx, i] - v
-        better = (r < dist) & ~settled & search.unsqueeze(-1)
-        dist = torch.where(better, r, dist)
+        offset = torch.where(search, reach - u[b_idx, i], inf)
+        r = cost[b_idx, i] - v_open + offset.unsqueeze(-1)
+        better = r < tentative
         pred = torch.where(better, i.unsqueeze(-1), pred)
-        # ... and settle the nearest unsettled column, a free one among equals.
-        key = dist.masked_fill(settled, inf)
-        lowest = key.amin(-1)
-        nearest = key == lowest.unsqueeze(-1)
-        free = row4col[:, :m] < 0
-        j = (nearest.to(torch.uint8) + (nearest & free)).argmax(-1)
-        stuck = search & torch.isinf(lowest)  # every unsettled column unreachable
+        tentative = torch.minimum(tentative, r)
+        # ... and settle the nearest unsettled column, a free one among equals (writing at
+        # the column picked in a matrix not searching is harmless: its search state is reset
+        # before it searches again).
+        lowest = tentative.amin(-1)
+        nearest = tentative == lowest.unsqueeze(-1)
+        j = (nearest.to(torch.uint8) + (nearest & (row4col[:, :m] == n))).argmax(-1)
+        tentative[b_idx, j] = inf
+        settled[b_idx, j] = lowest
+        v_open[b_idx, j] = -inf
+        ok = search & torch.isfinite(lowest)
+        stuck = search & ~ok  # every unsettled column unreachable: no assignment exists
         infeasible = infeasible | stuck
-        search = search & ~stuck
-        reach = torch.where(search, lowest, reach)
-        settled = settled | (search.unsqueeze(-1) & (torch.arange(m, device=device) == j[:, None]))
+        reach = torch.where(ok, lowest, reach)
         owner = row4col[b_idx, j]
-        found = search & (owner < 0)
-        go_on = search & (owner >= 0)
-        i = torch.where(go_on, owner, i)
-        reached[b_idx, torch.where(go_on, owner, n)] = True
-        # A free column reached: update the duals (Crouse's Algorithm 1, lines 24-26) ...
-        at = torch.gather(dist, 1, col4row[:, :n].clamp(min=0))
-        lift = reached[:, :n] & found.unsqueeze(-1) & (rows != cur.unsqueeze(-1))
-        u[:, :n] += torch.where(lift, reach.unsqueeze(-1) - at, 0.0)
-        u[b_idx, cur] += torch.where(found, reach, 0.0)
-        v = v - torch.where(settled & found.unsqueeze(-1), reach.unsqueeze(-1) - dist, 0.0)
+        found = ok & (owner == n)
+        i = torch.where(ok & ~found, owner, i)
+        # A free column reached: update the duals (Crouse's Algorithm 1, lines 24-26; the row
+        # reached through a settled column is its owner) ...
+        lift = torch.where(found.unsqueeze(-1), (reach.unsqueeze(-1) - settled).clamp_(min=0), 0.0)
+        v = v - lift
+        u.scatter_add_(1, row4col[:, :m], lift)
+        u.scatter_add_(1, cur.unsqueeze(-1), torch.where(found, reach, 0.0).unsqueeze(-1))
         mode = torch.where(found, _AUGMENT, torch.where(stuck, _DONE, mode))
         tail = torch.where(found, j, tail)
         # ... and walk one step back along each augmenting path, flipping its pair.
@@ -159,17 +225,17 @@ def solve_assignment(cost, check_every=None):
         tail = torch.where(augment, before, tail)
         # A finished path: on to the next free row, or done.
         finished = augment & (row == cur)
-        free_rows = col4row[:, :n] < 0
-        start = finished & free_rows.any(-1)
-        nxt = free_rows.to(torch.uint8).argmax(-1)
+        start = finished & (pos + 1 < count)
+        nxt = order.gather(1, (pos + 1).clamp_(max=n - 1).unsqueeze(-1)).squeeze(-1)
         mode = torch.where(finished, torch.where(start, _SEARCH, _DONE), mode)
+        pos = torch.where(start, pos + 1, pos)
         cur = torch.where(start, nxt, cur)
         i = torch.where(start, nxt, i)
         reach = torch.where(start, 0.0, reach)
-        dist = dist.masked_fill(start.unsqueeze(-1), inf)
-        settled = settled & ~start.unsqueeze(-1)
-        reached = reached & ~start.unsqueeze(-1)
-        reached[b_idx, torch.where(start, nxt, n)] = True
+        restart = start.unsqueeze(-1)
+        tentative = tentative.masked_fill(restart, inf)
+        settled = settled.masked_fill(restart, inf)
+        v_open = torch.where(restart, v, v_open)
 
     while True:
         for _ in range(check_every):

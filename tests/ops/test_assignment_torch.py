@@ -9,7 +9,11 @@ import pytest
 import scipy.optimize
 import torch
 
-from pyro_permutations.ops._assignment_torch import maximise_batch, solve_assignment
+from pyro_permutations.ops._assignment_torch import (
+    _auction_start,
+    maximise_batch,
+    solve_assignment,
+)
 from pyro_permutations.ops.matching import matching
 
 matching_module = importlib.import_module("pyro_permutations.ops.matching")
@@ -127,6 +131,42 @@ def test_check_every_changes_nothing():
     reference, _ = solve_assignment(cost, check_every=1)
     for check_every in (2, 7, 64):
         assert torch.equal(solve_assignment(cost, check_every=check_every)[0], reference)
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 5, 60])
+def test_any_number_of_auction_rounds(rounds):
+    generator = torch.Generator().manual_seed(6)
+    scores = torch.randn(20, 12, 16, generator=generator, dtype=torch.float64)
+    scores[torch.rand(20, 12, 16, generator=generator) < 0.3] = NEG_INF
+    scores[:, :, :12].diagonal(dim1=-2, dim2=-1).normal_(generator=generator)  # feasible
+    tied = torch.randint(0, 3, (20, 12, 16), generator=generator).double()
+    for x in (scores, tied):
+        out, infeasible = solve_assignment(-x, rounds=rounds)
+        assert not infeasible.any()
+        check_optimal(x, out)
+
+
+def test_auction_start_meets_the_optimality_conditions():
+    """Every row the auction assigns is at a column of least reduced cost ``c_ij - v_j``
+    (to rounding),
+    distinct rows at distinct columns, and the columns left free keep ``v = 0 >= v_k``."""
+    generator = torch.Generator().manual_seed(7)
+    cost = torch.randn(10, 30, 40, generator=generator, dtype=torch.float64)
+    v, col4row, row4col = _auction_start(cost, 6)
+    col = col4row[:, :30]
+    assigned = col >= 0
+    assert 0 < assigned.sum() < assigned.numel()
+    reduced = cost - v.unsqueeze(-2)
+    at = reduced.gather(-1, col.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    # (up to the rounding of v_j -= gap: a few units in the last place)
+    torch.testing.assert_close(at[assigned], reduced.amin(-1)[assigned], rtol=0, atol=1e-14)
+    for b in range(10):
+        taken = col[b][assigned[b]]
+        assert len(set(taken.tolist())) == len(taken)
+        assert torch.equal(row4col[b, taken], torch.arange(30)[assigned[b]])
+        free = torch.ones(40, dtype=torch.bool)
+        free[taken] = False
+        assert (v[b, free] == 0).all() and (v[b] <= 0).all()
 
 
 def test_host_reads_only_between_blocks_of_steps(monkeypatch):
