@@ -1,7 +1,7 @@
 """[BP] section 6 on the C. elegans connectome: neuron identities from simulated activity, body
 positions and a known subset, by rounding, Gumbel-Sinkhorn and naive VI, MCMC and MAP.
 
-    python -m tutorials.celegans            # reduced sweep: 2 seeds, 5 s per fit, ~10 minutes
+    python -m tutorials.celegans            # reduced sweep: 2 seeds, 4 s per fit, ~10 minutes
     python -m tutorials.celegans --full     # the protocol: 10 seeds, 6 tolerances, 30 s per fit
 
 Results go to tutorials/celegans/results/<reduced|full> (or --out DIR): points.json (every
@@ -39,7 +39,7 @@ def parse_args(argv):
     )
     p.add_argument("--full", action="store_true", help="the full protocol (hours)")
     p.add_argument("--seeds", type=int, help="seeds per point (reduced 2, full 10)")
-    p.add_argument("--budget", type=float, help="seconds per method and point (5 / 30)")
+    p.add_argument("--budget", type=float, help="seconds per method and point (4 / 30)")
     p.add_argument("--methods", nargs="+", choices=METHODS, help="default: all")
     p.add_argument("--n", type=int, help="a connected subset of N neurons (default: all 279)")
     p.add_argument("--out", help="results folder (default tutorials/celegans/results/<run>)")
@@ -47,6 +47,11 @@ def parse_args(argv):
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="fit nothing: write the tables and figures of the points stored so far",
+    )
     args = p.parse_args(argv)
     if args.seeds is not None and args.seeds < 1:
         p.error("--seeds must be at least 1")
@@ -70,9 +75,12 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     begin = time.perf_counter()
     try:
-        store = R.run(
-            config, out, fresh=args.fresh, progress=not args.no_progress, device=args.device
-        )
+        if args.report:
+            store = R.RecordStore(out / R.RESULTS_FILE, config, R.KEY)
+        else:
+            store = R.run(
+                config, out, fresh=args.fresh, progress=not args.no_progress, device=args.device
+            )
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     rows = R.summarize(store)

@@ -91,6 +91,8 @@ def run_method(method, point, budget, seed):
         steps, MAP rounds, Gibbs sweeps) and ``trace``, a list of ``[seconds, accuracy,
         elbo]`` (``elbo`` None for MCMC and MAP).
     """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     truth, known = point.truth, point.known
     begin = time.perf_counter()
     if method in VI_METHODS:
@@ -114,7 +116,7 @@ def run_method(method, point, budget, seed):
         )
         iterations = info["sweeps"]
         trace = [[s, a, None] for s, a in history]
-    elif method == "map":
+    else:
         perm, history = fit_map(
             point.problem,
             rounds=MAX_STEPS,
@@ -126,8 +128,6 @@ def run_method(method, point, budget, seed):
         iterations = len(history) - 1
         trace = [[s, a, None] for s, a in history[1:]]
         info = {}
-    else:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     seconds = time.perf_counter() - begin
     acc = accuracy(perm.cpu(), truth, known)
     if not math.isfinite(acc):

@@ -50,7 +50,7 @@ from pyro_permutations.distributions import UniformPermutation
 from pyro_permutations.infer import PermutationKernel, marginal_assignment
 from pyro_permutations.ops import matching
 
-DEFAULT_MCMC = {"moves_per_step": 20, "block_size": 3, "burn_fraction": 0.5}
+DEFAULT_MCMC = {"moves_per_step": 5, "block_size": 3, "burn_fraction": 0.5}
 
 
 def permutation_model(problem, g=None):

@@ -1,0 +1,170 @@
+"""The C. elegans sweep: the results store resumes and refuses corrupt or foreign files, the CLI
+resumes without refitting, the MCMC baseline's two halves are exact (the Gaussian draw of W
+and the permutation model's likelihood), and a tiny run through the CLI recovers most labels."""
+
+import json
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from pyro_permutations.ops import perm_to_matrix
+from tutorials.celegans import __main__ as cli
+from tutorials.celegans import experiment as E
+from tutorials.celegans.constraints import make_constraints
+from tutorials.celegans.data import load_connectome
+from tutorials.celegans.map_fit import fit_weights, regression_start
+from tutorials.celegans.mcmc import fit_mcmc, permutation_model, sample_weights
+from tutorials.celegans.model import Problem, RowGumbelSoftmax, model
+from tutorials.celegans.simulate import simulate
+from tutorials.checkpoint import CheckpointError, RecordStore
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    sub = load_connectome(cache_dir=tmp_path_factory.mktemp("cache")).subset(20)
+    g = torch.Generator().manual_seed(0)
+    rec = simulate(sub.adjacency, worms=3, steps=30, generator=g)
+    con = make_constraints(torch.tensor(sub.positions), rec.truth, 0.05, 0.2, 0.05, g)
+    prob = Problem(rec.activity, torch.tensor(sub.adjacency), rec.scale, rec.sigma, con.allowed)
+    return rec, con, prob
+
+
+# ------------------------------------------------------------------------------ the store
+
+
+def test_store_resumes_and_replaces(tmp_path):
+    path = tmp_path / "points.json"
+    store = RecordStore(path, {"a": (1, 2)}, ("seed", "method"))
+    store.add({"seed": 0, "method": "map", "accuracy": 0.5})
+    store.add({"seed": 1, "method": "map", "accuracy": 0.7})
+    again = RecordStore(path, {"a": [1, 2]}, ("seed", "method"))  # tuples stored as lists
+    assert again.get(seed=1, method="map")["accuracy"] == 0.7
+    assert again.get(seed=2, method="map") is None
+    again.add({"seed": 0, "method": "map", "accuracy": 0.9})
+    assert len(RecordStore(path, {"a": [1, 2]}, ("seed", "method")).records) == 2
+    assert RecordStore(path, {"a": [1, 2]}, ("seed", "method"), fresh=True).records == {}
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{not json", "not a readable results file"),
+        (json.dumps([1, 2]), "not a results file"),
+        (json.dumps({"format": 1, "config": {"a": 2}, "records": []}), "differing: a"),
+        (json.dumps({"format": 1, "config": {"a": 1}, "records": [{"x": 1}]}), "malformed"),
+    ],
+)
+def test_store_refuses_corrupt_or_foreign_files(tmp_path, content, match):
+    path = tmp_path / "points.json"
+    path.write_text(content)
+    with pytest.raises(CheckpointError, match=match):
+        RecordStore(path, {"a": 1}, ("seed",))
+
+
+# ---------------------------------------------------------------------------- the MCMC halves
+
+
+def test_permutation_model_likelihood_equals_matrix_model(tiny):
+    rec, _, prob = tiny
+    g = torch.randn(prob.rows.numel(), dtype=torch.float64)
+    perm = torch.stack([torch.randperm(20) for _ in range(3)])
+
+    def log_lik(fn, x):
+        tr = poutine.trace(poutine.condition(fn, data={"G": g, "X": x})).get_trace(*args[fn])
+        tr.compute_log_prob(lambda name, site: name == "Y")
+        return tr.nodes["Y"]["log_prob"]
+
+    prior = RowGumbelSoftmax(prob.log_mask(), 1.0)
+    args = {permutation_model: (prob,), model: (prob, prior)}
+    a = log_lik(permutation_model, perm)
+    b = log_lik(model, perm_to_matrix(perm, dtype=torch.float64))
+    assert a.shape == (3,) and torch.allclose(a, b, rtol=1e-10)
+
+
+def test_weight_draws_match_the_gaussian_conditional(tiny):
+    rec, _, prob = tiny
+    gen = torch.Generator().manual_seed(1)
+    draws = torch.stack([sample_weights(prob, rec.truth, gen) for _ in range(2000)])
+    # The mean is the ridge estimate; row 0's covariance is the inverse precision.
+    mean = fit_weights(prob, rec.truth)
+    se = draws.std(0) / 2000**0.5
+    assert ((draws.mean(0) - mean).abs() < 5 * se).all()
+    y = prob.activity
+    z = torch.empty_like(y).scatter_(2, rec.truth[:, None, :].expand_as(y), y)
+    z0 = z[:, :-1].reshape(-1, 20)
+    nbrs = prob.cols[prob.rows == 0]
+    k = nbrs.numel()
+    prec = (prob.scale / prob.sigma) ** 2 * z0[:, nbrs].T @ z0[:, nbrs] + torch.eye(k).double()
+    cov = torch.linalg.inv(prec)
+    emp = torch.cov(draws[:, :k].T)
+    assert ((emp - cov).abs() < 0.15 * cov.diagonal().max()).all()
+
+
+def test_mcmc_respects_mask_and_known_neurons(tiny):
+    rec, con, prob = tiny
+    start = regression_start(prob)
+    perm, history, info = fit_mcmc(prob, start, 0, sweeps=3, truth=rec.truth, known=con.known)
+    assert (perm.sort(1).values == torch.arange(20)).all()
+    assert con.allowed.gather(2, perm[:, :, None]).all()
+    assert torch.equal(perm[con.known], rec.truth[con.known])
+    assert len(history) == 3 and info["sweeps"] == 3
+    assert 0 <= info["swap acceptance"] <= 1
+    with pytest.raises(ValueError, match="sweeps, time_budget"):
+        fit_mcmc(prob, start, 0)
+
+
+# ------------------------------------------------------------------------------- the CLI
+
+
+ARGS = ["--n", "20", "--seeds", "1", "--budget", "0.3", "--methods", "map", "rounding"]
+
+
+def test_cli_end_to_end_resumes_and_refuses_a_corrupt_store(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    cli.main(ARGS + ["--out", str(out), "--no-progress"])
+    data = json.loads((out / "points.json").read_text())
+    records = data["records"]
+    # 10 data settings (6 of the tolerance sweep, 4 more of the known sweep) x 2 methods.
+    assert len(records) == 20
+    for name in ("tables.md", "summary.csv", "time.csv", "accuracy_vs_candidates.png"):
+        assert (out / name).stat().st_size > 0
+    assert "Tolerance sweep, J = 5" in capsys.readouterr().out
+    # MAP on five worms at the tightest tolerance gets most labels right.
+    best = [r for r in records if r["method"] == "map" and r["worms"] == 5 and r["nu"] == 0.01]
+    assert best[0]["accuracy"] >= 0.8
+    assert all(0 <= r["accuracy"] <= 1 and r["trace"] for r in records)
+
+    # A rerun fits nothing: every point is read back.
+    def refit(*a, **k):
+        raise AssertionError("a stored point was fitted again")
+
+    monkeypatch.setattr(E, "run_method", refit)
+    cli.main(ARGS + ["--out", str(out), "--no-progress"])
+    # Other settings, or a damaged file: a clear error, nothing overwritten.
+    with pytest.raises(SystemExit, match="differing: budget"):
+        cli.main(ARGS[:-4] + ["1.0"] + ARGS[-3:] + ["--out", str(out), "--no-progress"])
+    (out / "points.json").write_text('{"format": 1, "config": ')
+    with pytest.raises(SystemExit, match="not a readable results file.*--fresh"):
+        cli.main(ARGS + ["--out", str(out), "--no-progress"])
+
+
+def test_cli_rejects_bad_arguments():
+    for bad in (["--seeds", "0"], ["--budget", "-1"], ["--methods", "sorting"]):
+        with pytest.raises(SystemExit):
+            cli.parse_args(bad)
+
+
+def test_unknown_method_in_run_method(tiny):
+    with pytest.raises(ValueError, match="unknown method"):
+        E.run_method("sorting", None, 1.0, 0)
+    pyro.clear_param_store()
