@@ -4,10 +4,12 @@
     python -m benchmarks --quick              # tiny sizes, seconds (CI smoke run)
     python -m benchmarks --only matching svi  # some sections
     python -m benchmarks --full-tutorial      # also time the full matching tutorial (~7 min)
+    python -m benchmarks --only peers --out benchmarks/RESULTS-peers.md  # against the peers
 
 The quick mode writes to a temporary file unless ``--out`` is given, so that it never
 overwrites the committed results. Peers (POT, lap) are optional: ``pip install -e ".[bench]"``;
-a section whose peer is missing says "not installed".
+a section whose peer is missing says "not installed". The ``peers`` section's peers (lapx,
+pygmtools, torch-linear-assignment) are the ``peers`` extra.
 """
 
 import argparse
@@ -26,6 +28,7 @@ from benchmarks import (
     matching,
     mcmc,
     partial,
+    peers,
     sinkhorn_backward,
     sinkhorn_forward,
     svi,
@@ -40,6 +43,7 @@ SECTIONS = {
     "svi": ("SVI on the matching model", svi),
     "mcmc": ("MCMC over permutation sites (PermutationKernel)", mcmc),
     "partial": ("Partial matchings: rectangular and dustbin Sinkhorn, matching", partial),
+    "peers": ("Peers at scale: matching", peers),
 }
 DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
 
