@@ -116,6 +116,77 @@ def _scaled_down(cost):
     return torch.ldexp(cost, shift.to(cost.dtype))
 
 
+def _step(cost, order, count, state):
+    """One step of the lockstep loop of :func:`solve_assignment` on every matrix; ``state``
+    (a tuple of tensors, some updated in place) in, the next state out."""
+    (u, v, row4col, col4row, tentative, settled, pred, v_open) = state[:8]
+    (i, cur, pos, mode, reach, tail, infeasible) = state[8:]
+    batch, n, m = cost.shape
+    b_idx = torch.arange(batch, device=cost.device)
+    inf = float("inf")
+    # One Dijkstra step for the searching matrices: relax the columns from row i (the
+    # others get +inf offsets and change nothing) ...
+    search = mode == _SEARCH
+    offset = torch.where(search, reach - u[b_idx, i], inf)
+    r = cost[b_idx, i] - v_open + offset.unsqueeze(-1)
+    better = r < tentative
+    pred = torch.where(better, i.unsqueeze(-1), pred)
+    tentative = torch.minimum(tentative, r)
+    # ... and settle the nearest unsettled column, a free one among equals (writing at
+    # the column picked in a matrix not searching is harmless: its search state is reset
+    # before it searches again).
+    lowest = tentative.amin(-1)
+    nearest = tentative == lowest.unsqueeze(-1)
+    j = (nearest.to(torch.uint8) + (nearest & (row4col[:, :m] == n))).argmax(-1)
+    tentative[b_idx, j] = inf
+    settled[b_idx, j] = lowest
+    v_open[b_idx, j] = -inf
+    ok = search & torch.isfinite(lowest)
+    stuck = search & ~ok  # every unsettled column unreachable: no assignment exists
+    infeasible = infeasible | stuck
+    reach = torch.where(ok, lowest, reach)
+    owner = row4col[b_idx, j]
+    found = ok & (owner == n)
+    i = torch.where(ok & ~found, owner, i)
+    # A free column reached: update the duals (Crouse's Algorithm 1, lines 24-26; the row
+    # reached through a settled column is its owner) ...
+    lift = torch.where(found.unsqueeze(-1), (reach.unsqueeze(-1) - settled).clamp_(min=0), 0.0)
+    v = v - lift
+    u.scatter_add_(1, row4col[:, :m], lift)
+    u.scatter_add_(1, cur.unsqueeze(-1), torch.where(found, reach, 0.0).unsqueeze(-1))
+    mode = torch.where(found, _AUGMENT, torch.where(stuck, _DONE, mode))
+    tail = torch.where(found, j, tail)
+    # ... and walk one step back along each augmenting path, flipping its pair.
+    augment = mode == _AUGMENT
+    row = pred[b_idx, tail]
+    row4col[b_idx, torch.where(augment, tail, m)] = row
+    before = col4row[b_idx, row]
+    col4row[b_idx, torch.where(augment, row, n)] = tail
+    tail = torch.where(augment, before, tail)
+    # A finished path: on to the next free row, or done.
+    finished = augment & (row == cur)
+    start = finished & (pos + 1 < count)
+    nxt = order.gather(1, (pos + 1).clamp_(max=n - 1).unsqueeze(-1)).squeeze(-1)
+    mode = torch.where(finished, torch.where(start, _SEARCH, _DONE), mode)
+    pos = torch.where(start, pos + 1, pos)
+    cur = torch.where(start, nxt, cur)
+    i = torch.where(start, nxt, i)
+    reach = torch.where(start, 0.0, reach)
+    restart = start.unsqueeze(-1)
+    tentative = tentative.masked_fill(restart, inf)
+    settled = settled.masked_fill(restart, inf)
+    v_open = torch.where(restart, v, v_open)
+    return (u, v, row4col, col4row, tentative, settled, pred, v_open) + (
+        i,
+        cur,
+        pos,
+        mode,
+        reach,
+        tail,
+        infeasible,
+    )
+
+
 def solve_assignment(cost, check_every=None, rounds=None):
     """Minimum-cost assignment of every row of each matrix of ``cost`` to a distinct column.
 
@@ -150,7 +221,6 @@ def solve_assignment(cost, check_every=None, rounds=None):
         rounds = START_ROUNDS_CPU if device.type == "cpu" else START_ROUNDS
     cost = _scaled_down(cost.to(torch.float64))
     inf = float("inf")
-    b_idx = torch.arange(batch, device=device)
 
     # Start: the duals and assignment of `rounds` rounds of a Jacobi auction (below), from
     # v = 0 with every row free. Index n of the row arrays and m of the column arrays are
@@ -182,67 +252,14 @@ def solve_assignment(cost, check_every=None, rounds=None):
     tail = torch.zeros(batch, dtype=torch.long, device=device)  # column walking back a path
     infeasible = torch.zeros(batch, dtype=torch.bool, device=device)
 
-    def step():
-        nonlocal v, tentative, settled, pred, v_open, i, cur, pos, mode, reach, tail, infeasible
-        # One Dijkstra step for the searching matrices: relax the columns from row i (the
-        # others get +inf offsets and change nothing) ...
-        search = mode == _SEARCH
-        offset = torch.where(search, reach - u[b_idx, i], inf)
-        r = cost[b_idx, i] - v_open + offset.unsqueeze(-1)
-        better = r < tentative
-        pred = torch.where(better, i.unsqueeze(-1), pred)
-        tentative = torch.minimum(tentative, r)
-        # ... and settle the nearest unsettled column, a free one among equals (writing at
-        # the column picked in a matrix not searching is harmless: its search state is reset
-        # before it searches again).
-        lowest = tentative.amin(-1)
-        nearest = tentative == lowest.unsqueeze(-1)
-        j = (nearest.to(torch.uint8) + (nearest & (row4col[:, :m] == n))).argmax(-1)
-        tentative[b_idx, j] = inf
-        settled[b_idx, j] = lowest
-        v_open[b_idx, j] = -inf
-        ok = search & torch.isfinite(lowest)
-        stuck = search & ~ok  # every unsettled column unreachable: no assignment exists
-        infeasible = infeasible | stuck
-        reach = torch.where(ok, lowest, reach)
-        owner = row4col[b_idx, j]
-        found = ok & (owner == n)
-        i = torch.where(ok & ~found, owner, i)
-        # A free column reached: update the duals (Crouse's Algorithm 1, lines 24-26; the row
-        # reached through a settled column is its owner) ...
-        lift = torch.where(found.unsqueeze(-1), (reach.unsqueeze(-1) - settled).clamp_(min=0), 0.0)
-        v = v - lift
-        u.scatter_add_(1, row4col[:, :m], lift)
-        u.scatter_add_(1, cur.unsqueeze(-1), torch.where(found, reach, 0.0).unsqueeze(-1))
-        mode = torch.where(found, _AUGMENT, torch.where(stuck, _DONE, mode))
-        tail = torch.where(found, j, tail)
-        # ... and walk one step back along each augmenting path, flipping its pair.
-        augment = mode == _AUGMENT
-        row = pred[b_idx, tail]
-        row4col[b_idx, torch.where(augment, tail, m)] = row
-        before = col4row[b_idx, row]
-        col4row[b_idx, torch.where(augment, row, n)] = tail
-        tail = torch.where(augment, before, tail)
-        # A finished path: on to the next free row, or done.
-        finished = augment & (row == cur)
-        start = finished & (pos + 1 < count)
-        nxt = order.gather(1, (pos + 1).clamp_(max=n - 1).unsqueeze(-1)).squeeze(-1)
-        mode = torch.where(finished, torch.where(start, _SEARCH, _DONE), mode)
-        pos = torch.where(start, pos + 1, pos)
-        cur = torch.where(start, nxt, cur)
-        i = torch.where(start, nxt, i)
-        reach = torch.where(start, 0.0, reach)
-        restart = start.unsqueeze(-1)
-        tentative = tentative.masked_fill(restart, inf)
-        settled = settled.masked_fill(restart, inf)
-        v_open = torch.where(restart, v, v_open)
-
+    state = (u, v, row4col, col4row, tentative, settled, pred, v_open)
+    state += (i, cur, pos, mode, reach, tail, infeasible)
     while True:
         for _ in range(check_every):
-            step()
-        if not bool((mode != _DONE).any()):
+            state = _step(cost, order, count, state)
+        if not bool((state[11] != _DONE).any()):
             break
-    return col4row[:, :n], infeasible
+    return state[3][:, :n], state[14]
 
 
 def maximise_batch(scores):
