@@ -11,12 +11,14 @@ from torch.distributions.constraints import Constraint
 __all__ = [
     "Birkhoff",
     "ColumnStochastic",
+    "PartialBirkhoff",
     "PartialPermutation",
     "PartialPermutationMatrix",
     "Permutation",
     "PermutationMatrix",
     "birkhoff",
     "column_stochastic",
+    "partial_birkhoff",
     "partial_permutation",
     "partial_permutation_matrix",
     "permutation",
@@ -111,6 +113,31 @@ class PermutationMatrix(Constraint):
         return f"{type(self).__name__}()"
 
 
+class PartialBirkhoff(Constraint):
+    """Doubly substochastic matrices ``(..., N, M)``: non-negative, every row and column sums
+    to at most one (checked to within ``atol``). They are the convex hull of the partial
+    permutation matrices (Mirsky 1959), as the Birkhoff polytope is of the permutation
+    matrices: the support of soft partial matchings (``log_sinkhorn`` with rectangular scores
+    or, in its real block, with unmatched scores)."""
+
+    event_dim = 2
+
+    def __init__(self, atol=1e-4):
+        self.atol = atol
+        super().__init__()
+
+    def check(self, value):
+        if value.dim() < 2:
+            return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
+        nonneg = (value >= -self.atol).all(-1).all(-1)
+        rows = (value.sum(-1) <= 1 + self.atol).all(-1)
+        cols = (value.sum(-2) <= 1 + self.atol).all(-1)
+        return nonneg & rows & cols
+
+    def __repr__(self):
+        return f"{type(self).__name__}(atol={self.atol})"
+
+
 class PartialPermutation(Constraint):
     """Partial permutations as integer vectors ``(..., N)``: each entry ``-1`` (row unmatched)
     or a column index, no column twice (:mod:`pyro_permutations.ops.partial`).
@@ -161,6 +188,7 @@ class PartialPermutationMatrix(Constraint):
 
 birkhoff = Birkhoff()
 column_stochastic = ColumnStochastic()
+partial_birkhoff = PartialBirkhoff()
 partial_permutation = PartialPermutation()
 partial_permutation_matrix = PartialPermutationMatrix()
 permutation = Permutation()

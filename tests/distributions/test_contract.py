@@ -26,15 +26,18 @@ from pyro_permutations.distributions import (
     GumbelSinkhorn,
     GumbelSinkhornStraightThrough,
     Mallows,
+    PartialGumbelMatching,
+    PartialGumbelSinkhorn,
     PlackettLuce,
     RoundingBirkhoff,
     RoundingPrior,
     RoundingSimplex,
     StickBreakingBirkhoff,
     StickBreakingSimplex,
+    UniformPartialMatching,
     UniformPermutation,
 )
-from pyro_permutations.ops import all_permutations
+from pyro_permutations.ops import all_partial_perms, all_permutations
 
 N = 3
 
@@ -49,6 +52,15 @@ def _scores(batch):
 
 def _sized(batch):
     return dict(n=N, batch_shape=batch)
+
+
+def _partial(batch):
+    """Scores of N rows and N + 1 columns with unmatched scores."""
+    return dict(
+        log_alpha=torch.randn(batch + (N, N + 1)),
+        unmatched_rows=torch.zeros(batch + (N,)),
+        unmatched_cols=torch.zeros(batch + (N + 1,)),
+    )
 
 
 @dataclass
@@ -85,7 +97,16 @@ CASES = [
     Case(RoundingSimplex, lambda b: dict(loc=torch.rand(b + (N,)), scale=0.3, temperature=0.2)),
     Case(RoundingPrior, lambda b: dict(n=N, eta=torch.full(b, 0.2)), by_value=lambda b: dict(n=N)),
     Case(FlatBirkhoff, _sized, by_value=_sized),
+    Case(PartialGumbelSinkhorn, lambda b: dict(**_partial(b), temperature=0.5)),
+    Case(PartialGumbelMatching, _partial, has_log_prob=False),
+    Case(
+        UniformPartialMatching,
+        lambda b: dict(n=N, m=N + 1, match_prob=torch.full(b, 0.6)),
+        by_value=lambda b: dict(n=N, m=N + 1),
+    ),
 ]
+#: Distributions whose log_prob scores the perturbed scores their own samples carry.
+SCORES_OWN_SAMPLES = (GumbelSinkhorn, PartialGumbelSinkhorn)
 
 
 def test_every_public_distribution_has_a_case():
@@ -166,7 +187,7 @@ def test_pyro_expanded_distribution_wraps_it(case):
     assert e.batch_shape == (3, 2) and e.event_shape == d.event_shape
     x = draw(e)
     assert x.shape == (3, 2) + d.event_shape
-    if case.has_log_prob and not isinstance(d, GumbelSinkhorn):  # GS scores its own samples
+    if case.has_log_prob and not isinstance(d, SCORES_OWN_SAMPLES):
         assert e.log_prob(x).shape == (3, 2)
 
 
@@ -207,7 +228,7 @@ def test_log_prob_broadcasts_values_against_the_batch(case):
     d = case((2,))
     x = draw(d, (5,))
     assert d.log_prob(x).shape == (5, 2)
-    if isinstance(d, GumbelSinkhorn):
+    if isinstance(d, SCORES_OWN_SAMPLES):
         return  # its log_prob is that of the scores a sample carries (no broadcasting of P)
     one = x[:, :1]  # (5, 1) + event: broadcasts against the batch (2,)
     assert d.log_prob(one).shape == (5, 2)
@@ -227,7 +248,7 @@ def test_log_prob_of_a_value_of_the_wrong_event_shape_is_a_shape_error(case, val
 @pytest.mark.parametrize("case", [c for c in CASES if c.has_log_prob], ids=repr)
 def test_log_prob_of_batches_that_do_not_broadcast_is_an_error(case):
     d = case((2,))
-    if isinstance(d, GumbelSinkhorn):
+    if isinstance(d, SCORES_OWN_SAMPLES):
         return  # scores its own samples only
     x = draw(case((3,)))
     with pytest.raises(ValueError):
@@ -244,6 +265,7 @@ OUTSIDE = {
     "StickBreakingBirkhoff": torch.full((N, N), 0.5),
     "StickBreakingSimplex": torch.full((N,), 0.5),
     "FlatBirkhoff": torch.full((N, N), 0.5),
+    "UniformPartialMatching": torch.tensor([0, 0, -1]),
 }
 
 
@@ -267,7 +289,14 @@ def test_validate_args_off_still_samples_in_the_support(case):
 # -------------------------------------------------------------------------- enumerate_support
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.cls.has_enumerate_support], ids=repr)
+PARTIAL_ENUMERABLE = {"UniformPartialMatching"}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.cls.has_enumerate_support and c.name not in PARTIAL_ENUMERABLE],
+    ids=repr,
+)
 def test_enumerate_support_lists_every_permutation_in_lexicographic_order(case):
     d = case((2,))
     perms = all_permutations(N)
@@ -280,6 +309,20 @@ def test_enumerate_support_lists_every_permutation_in_lexicographic_order(case):
     torch.testing.assert_close(total, torch.zeros(2), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name", sorted(PARTIAL_ENUMERABLE))
+def test_enumerate_support_lists_every_partial_matching_in_order(name):
+    case = next(c for c in CASES if c.name == name)
+    d = case((2,))
+    perms = all_partial_perms(N, N + 1)
+    full = d.enumerate_support()
+    assert full.shape == (perms.shape[0], 2, N)
+    assert torch.equal(full, perms[:, None].expand(-1, 2, -1))
+    compact = d.enumerate_support(expand=False)
+    assert compact.shape == (perms.shape[0], 1, N) and torch.equal(compact[:, 0], perms)
+    total = d.log_prob(full).logsumexp(0)
+    torch.testing.assert_close(total, torch.zeros(2), atol=1e-5, rtol=0)
+
+
 def test_only_the_distributions_over_permutations_enumerate():
     enumerable = {c.name for c in CASES if c.cls.has_enumerate_support}
-    assert enumerable == {"Mallows", "PlackettLuce", "UniformPermutation"}
+    assert enumerable == {"Mallows", "PlackettLuce", "UniformPermutation"} | PARTIAL_ENUMERABLE
