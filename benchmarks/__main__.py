@@ -4,7 +4,7 @@
     python -m benchmarks --quick              # tiny sizes, seconds (CI smoke run)
     python -m benchmarks --only matching svi  # some sections
     python -m benchmarks --full-tutorial      # also time the full matching tutorial (~7 min)
-    python -m benchmarks --only peers --out benchmarks/RESULTS-peers.md  # against the peers
+    python -m benchmarks --only peers --threads 1 --out benchmarks/RESULTS-peers.md  # peers
 
 The quick mode writes to a temporary file unless ``--out`` is given, so that it never
 overwrites the committed results. Peers (POT, lap) are optional: ``pip install -e ".[bench]"``;
@@ -43,7 +43,7 @@ SECTIONS = {
     "svi": ("SVI on the matching model", svi),
     "mcmc": ("MCMC over permutation sites (PermutationKernel)", mcmc),
     "partial": ("Partial matchings: rectangular and dustbin Sinkhorn, matching", partial),
-    "peers": ("Peers at scale: matching", peers),
+    "peers": ("Peers at scale: matching and Sinkhorn", peers),
 }
 DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
 
