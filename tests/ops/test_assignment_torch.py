@@ -186,11 +186,11 @@ def test_host_reads_only_between_blocks_of_steps(monkeypatch):
 
     monkeypatch.setattr(torch.Tensor, "__bool__", counting(bool_))
     monkeypatch.setattr(torch.Tensor, "item", counting(item))
-    solve_assignment(-scores, check_every=1)
+    solve_assignment(-scores, check_every=1, rounds=0)
     steps = counts["reads"]  # one read after every step
-    assert steps >= 30  # at least a search step and a path step per row left free at the start
+    assert steps >= 30  # with no auction every row is free: at least one step for each
     counts["reads"] = 0
-    solve_assignment(-scores, check_every=16)
+    solve_assignment(-scores, check_every=16, rounds=0)
     assert counts["reads"] == math.ceil(steps / 16)
 
 
@@ -256,9 +256,9 @@ def test_cuda_syncs():
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                solve_assignment(cost, check_every=check_every)
+                solve_assignment(cost, check_every=check_every, rounds=0)
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         counted[check_every] = sum("synchroniz" in str(w.message) for w in caught)
-    assert counted[1] >= 40
+    assert counted[1] >= 40  # with no auction every row is free: at least one step for each
     assert counted[32] <= counted[1] / 32 + 2
