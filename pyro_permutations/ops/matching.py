@@ -53,7 +53,8 @@ def _scaled_down(cost):
 def _reduced_costs(scores):
     """Float64 costs ``(B, N, M)`` for minimising: ``-scores`` with each row's, then each
     column's, smallest entry subtracted; ``None`` if ``scores`` holds NaN or ``+inf``. When
-    ``N != M`` only the smaller side, every one of whose items is matched, is reduced.
+    ``N != M`` nothing is subtracted (only the fully matched side could be, and it does not
+    pay).
 
     Subtracting a constant from a row or a column adds the same amount to every permutation's
     total, so the minimisers are unchanged; starting from the zeros this creates, the
@@ -64,6 +65,12 @@ def _reduced_costs(scores):
     """
     cost = _scaled_down(np.negative(scores, dtype=np.float64))
     n, m = cost.shape[-2:]
+    if n != m:
+        # Rectangular: reducing the fully matched side does not speed the solver up (measured
+        # at B, N, M = 10, 50, 80 and 1, 200, 300), so only NaN and +inf scores are looked for
+        # (a sum is NaN or -inf exactly then; |entries| <= 2^1000 cannot overflow it).
+        total = cost.sum(axis=(-2, -1))
+        return None if (np.isnan(total).any() or np.isneginf(total).any()) else cost
     first = -1 if n <= m else -2  # the rows, unless only the columns are all matched
     low = cost.min(axis=first, keepdims=True)  # NaN propagates; a +inf score gives -inf
     if np.isnan(low).any() or np.isneginf(low).any():
