@@ -69,7 +69,8 @@ def _reduced_costs(scores):
         # Rectangular: reducing the fully matched side does not speed the solver up (measured
         # at B, N, M = 10, 50, 80 and 1, 200, 300), so only NaN and +inf scores are looked for
         # (a sum is NaN or -inf exactly then; |entries| <= 2^1000 cannot overflow it).
-        total = cost.sum(axis=(-2, -1))
+        with np.errstate(invalid="ignore"):  # +inf + -inf is NaN, as wanted
+            total = cost.sum(axis=(-2, -1))
         return None if (np.isnan(total).any() or np.isneginf(total).any()) else cost
     first = -1 if n <= m else -2  # the rows, unless only the columns are all matched
     low = cost.min(axis=first, keepdims=True)  # NaN propagates; a +inf score gives -inf

@@ -171,6 +171,17 @@ def test_rectangular_matching_forbidden_pairs_and_infeasible():
     assert matching(y, unmatched_rows=0.0, unmatched_cols=0.0).tolist() == [-1, 1]
 
 
+def test_rectangular_matching_bad_scores():
+    for bad, message in [(float("inf"), "contains \\+inf"), (float("nan"), "contains NaN")]:
+        x = torch.zeros(2, 3)
+        x[0, 1] = bad
+        x[1, 2] = -torch.inf
+        with pytest.raises(ValueError, match=f"scores {message}"):
+            matching(x)
+        with pytest.raises(ValueError, match=f"scores {message}"):
+            matching(x, unmatched_rows=0.0, unmatched_cols=0.0)
+
+
 def test_matching_unmatched_bad_inputs():
     x = torch.zeros(2, 3)
     with pytest.raises(ValueError, match="give both unmatched_rows and unmatched_cols"):
