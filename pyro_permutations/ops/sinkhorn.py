@@ -39,7 +39,8 @@ class SinkhornInfo(_SinkhornInfoFields):
         otherwise ``sweeps + newton_steps`` plus the temperature-stage changes between them
         (a rescaling each, no step), at most ``max_iter``.
     :ivar torch.Tensor error: marginal error of the returned matrix,
-        ``max(max_i |sum_j P_ij - 1|, max_j |sum_i P_ij - 1|)``.
+        ``max(max_i |sum_j P_ij - 1|, max_j |sum_i P_ij - 1|)`` (for partial matchings the
+        relative error of the augmented matrix against its marginals, see :func:`log_sinkhorn`).
     :ivar torch.Tensor converged: bool, ``error <= tol`` for the requested matrix ``S(X)``
         (False where ``max_iter`` stopped the solver on a scaled-down stage ``S(s X)``, ``s < 1``,
         whatever its error).
