@@ -120,7 +120,7 @@ def run_method(method, point, budget, seed):
         perm, history = fit_map(
             point.problem,
             rounds=MAX_STEPS,
-            start=point.start,
+            start=point.start.to(point.problem.activity.device),
             truth=truth,
             known=known,
             time_budget=budget,

@@ -122,12 +122,8 @@ class Problem:
 
 def model(problem, x_prior, *_):
     """[BP]'s model: ``G`` (hence ``W``), a relaxed ``X`` per worm, recordings given both."""
-    g = pyro.sample(
-        "G",
-        dist.Normal(torch.zeros(problem.rows.numel(), dtype=problem.activity.dtype), 1.0).to_event(
-            1
-        ),
-    )
+    loc = problem.activity.new_zeros(problem.rows.numel())
+    g = pyro.sample("G", dist.Normal(loc, 1.0).to_event(1))
     w = problem.weights(g)
     y = problem.activity
     with pyro.plate("worms", problem.worms, dim=-1):
@@ -141,7 +137,8 @@ def _prior(method, problem, hyper):
     j, n = problem.worms, problem.n
     dtype = problem.activity.dtype
     if method == "rounding":
-        return RoundingPrior(n, torch.tensor(hyper["prior_eta"], dtype=dtype)).expand((j,))
+        eta = torch.tensor(hyper["prior_eta"], dtype=dtype, device=problem.activity.device)
+        return RoundingPrior(n, eta).expand((j,))
     family = GumbelSinkhorn if method == "gumbel-sinkhorn" else RowGumbelSoftmax
     return family(problem.log_mask(), torch.tensor(hyper["prior_temperature"], dtype=dtype))
 
@@ -207,7 +204,7 @@ def posterior_mode(method, problem):
 
 def accuracy(perm, truth, known):
     """Fraction of the unknown neurons whose label ``perm`` gets right."""
-    right = (perm == truth) & ~known
+    right = (perm.to(truth.device) == truth) & ~known
     return float(right.sum()) / max(1, int((~known).sum()))
 
 
