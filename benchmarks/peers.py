@@ -4,7 +4,7 @@ Scores ``randn(B, N, N)`` (float32 torch tensor) at (B, N) = (1000, 50), (100, 2
 (1, 2000); every solver gets the same tensor (converted as it needs, inside the timing) and
 its matchings are checked to reach scipy's optimal total (to 1e-9 relative) before timing.
 Peers are installed by `pip install -e ".[peers]"` (`lapx`, `pygmtools`,
-`torch-linear-assignment`); a missing one is reported "not installed".
+`torch-linear-assignment`, `ott-jax`); a missing one is reported "not installed".
 
 - **ours (scipy path)**: `pyro_permutations.ops.matching(x)` on a CPU tensor (reduced costs,
   scipy per matrix, threads for large batches), torch's default thread count.
