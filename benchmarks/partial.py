@@ -56,8 +56,8 @@ WHY_MATCHING = (
     "work around it. `matching` validates and protects the input: three passes over the "
     "scores (the float64 negation, the minimum and maximum of the overflow guard that scales "
     "scores beyond 1e301 down, and a sum that finds NaN and +inf), and the conversions "
-    "between torch and numpy; the scipy loop does none of that, and gives a wrong answer or an "
-    "unclear error on such input. (The row and column reduction that `matching` applies to "
+    "between torch and numpy; the scipy loop does none of that (scipy checks for NaN itself, "
+    "and has no overflow guard). (The row and column reduction that `matching` applies to "
     "square problems does not speed rectangular ones up, measured, so it is skipped there.)"
 )
 TAU = 0.1
