@@ -300,3 +300,28 @@ def test_pairings_table_keeps_the_best_setting_of_every_guide_and_prior():
         ["| GumbelSinkhorn", "GumbelSinkhorn(0, tau=1)", "0.60", "0.80", "0.70"],
     ]
     assert '{"temperature": 0.3}' in lines[2] and "`python -m x`" in table
+
+
+def test_a_change_of_one_methods_hyper_parameters_refits_that_method_only(tmp_path, capsys):
+    from tutorials.matching.store import ResultsFileError, ResultsStore
+
+    hyper = {"rounding": {"temperature": 0.9}, "stick-breaking": {"temperature": 1.0}}
+    config = {"sigmas": [0.1], "methods": ["rounding", "stick-breaking"], "steps": 5}
+    path = tmp_path / RESULTS_FILE
+    store = ResultsStore(path, {**config, "hyper": hyper})
+    records = [
+        {"method": m, "sigma": 0.1, "rep": r, "distance": 0.5, "seconds": 1.0}
+        for m in config["methods"]
+        for r in (0, 1)
+    ]
+    store.add(records, {"0.1/rounding": [1.0], "0.1/stick-breaking": [1.0], "0.1/truth": [1.0]})
+
+    changed = {**hyper, "stick-breaking": {"temperature": 1.0, "prior": "flat"}}
+    again = ResultsStore(path, {**config, "hyper": changed})
+    assert again.done("rounding", 0.1) == {0, 1}
+    assert again.done("stick-breaking", 0.1) == set()
+    assert set(again.examples) == {"0.1/rounding", "0.1/truth"}
+    assert "hyper-parameters of stick-breaking changed" in capsys.readouterr().err
+    # Any other difference is still refused, hyper-parameters or not.
+    with pytest.raises(ResultsFileError, match="other settings .*steps"):
+        ResultsStore(path, {**config, "steps": 6, "hyper": changed})

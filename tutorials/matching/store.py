@@ -3,11 +3,14 @@
 The file is rewritten atomically (a temporary file, then ``os.replace``) after every batch of
 repetitions, so an interrupted run loses at most the batch in flight and a rerun of the same
 command resumes where it stopped. A file written with other settings, or one that does not
-parse, is refused with an error saying what to do, never mixed in silently.
+parse, is refused with an error saying what to do, never mixed in silently; the one exception
+is a change of some methods' hyper-parameters alone, after which those methods' repetitions
+are dropped (and refitted by the run) and the others' kept, with a message that says so.
 """
 
 import json
 import os
+import sys
 from pathlib import Path
 
 FORMAT = 1
@@ -46,11 +49,19 @@ class ResultsStore:
                 f"{self.path} is not a results file of this tutorial (format {FORMAT}); delete "
                 f"it or pass --fresh"
             )
-        if data.get("config") != self.config:
-            old = data.get("config") or {}
-            diff = sorted(
-                k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k)
+        old = data.get("config") or {}
+        diff = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
+        changed = []
+        if diff == ["hyper"] and isinstance(old.get("hyper"), dict):
+            # Only some methods' hyper-parameters changed: those methods are refitted, the
+            # other methods' repetitions are still results of these settings and are kept.
+            new_hyper = self.config["hyper"]
+            changed = sorted(
+                m
+                for m in set(old["hyper"]) | set(new_hyper)
+                if old["hyper"].get(m) != new_hyper.get(m)
             )
+        elif diff:
             raise ResultsFileError(
                 f"{self.path} was written with other settings (differing: {', '.join(diff)}); "
                 f"pass the same settings to resume it, --fresh to discard it, or --out to write "
@@ -59,13 +70,24 @@ class ResultsStore:
         records = data.get("records")
         if not isinstance(records, list):
             raise ResultsFileError(f"{self.path} has no list of records; delete it or --fresh")
+        examples = data.get("examples", {})
+        if changed:
+            kept = [r for r in records if not (isinstance(r, dict) and r.get("method") in changed)]
+            print(
+                f"{self.path}: the hyper-parameters of {', '.join(changed)} changed: "
+                f"their {len(records) - len(kept)} stored repetitions are dropped and "
+                f"refitted; the other methods' {len(kept)} are kept",
+                file=sys.stderr,
+            )
+            records = kept
+            examples = {k: v for k, v in examples.items() if k.split("/", 1)[-1] not in changed}
         for r in records:
             if not self._valid(r):
                 raise ResultsFileError(
                     f"{self.path} holds a malformed record {r!r}; delete it or pass --fresh"
                 )
         self.records = records
-        self.examples = data.get("examples", {})
+        self.examples = examples
 
     def _valid(self, r):
         """Whether ``r``, read from the file, is a record of this run."""
