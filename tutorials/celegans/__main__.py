@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from tutorials.celegans import run as R  # noqa: E402
 from tutorials.celegans.experiment import METHODS  # noqa: E402
-from tutorials.celegans.figures import save_figures  # noqa: E402
+from tutorials.celegans.figures import save_elbo_figure, save_figures  # noqa: E402
 from tutorials.checkpoint import CheckpointError  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -91,6 +91,8 @@ def main(argv=None):
     R.write_csv(rows, out / "summary.csv")
     R.write_csv(trows, out / "time.csv")
     figures = save_figures(rows, trows, config, out)
+    elbo = save_elbo_figure(store, out)
+    figures += [elbo] if elbo is not None else []
     print(tables)
     print(
         f"wrote {out / 'tables.md'}, summary.csv, time.csv, " + ", ".join(p.name for p in figures)

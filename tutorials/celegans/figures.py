@@ -82,3 +82,33 @@ def save_figures(rows, trows, config, out):
     paths.append(out / "accuracy_vs_time.png")
     fig.savefig(paths[-1], dpi=120)
     return paths
+
+
+def save_elbo_figure(store, out):
+    """The ELBO (one-sample estimate, as Adam saw it) against wall clock of each VI fit at the
+    tolerance sweep's first point of seed 0, one panel per J; returns the path, or None if no
+    such fit is stored."""
+    config = store.config
+    nu, known = config["tolerances"][0], config["known"]
+    fig = Figure(figsize=(4.2 * len(config["worms"]), 3.6))
+    drawn = False
+    for i, worms in enumerate(config["worms"]):
+        ax = fig.add_subplot(1, len(config["worms"]), i + 1)
+        for method in config["methods"]:
+            r = store.get(worms=worms, nu=nu, known=known, seed=0, method=method)
+            if r is None or not r["trace"] or r["trace"][0][2] is None:
+                continue
+            ax.plot([t[0] for t in r["trace"]], [t[2] for t in r["trace"]], label=method)
+            drawn = True
+        ax.set_xlabel("wall-clock seconds after the start")
+        ax.set_ylabel("ELBO")
+        ax.set_title(f"J = {worms}, nu = {nu:g}, seed 0")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize="small")
+    if not drawn:
+        return None
+    fig.tight_layout()
+    path = Path(out) / "elbo_vs_time.png"
+    fig.savefig(path, dpi=120)
+    return path
