@@ -7,7 +7,7 @@ Peers are installed by `pip install -e ".[peers]"` (`lapx`, `pygmtools`,
 `torch-linear-assignment`, `ott-jax`); a missing one is reported "not installed".
 
 - **ours (scipy path)**: `pyro_permutations.ops.matching(x)` on a CPU tensor (reduced costs,
-  scipy per matrix, threads for large batches), torch's default thread count.
+  scipy per matrix, threads for large batches), with torch's thread count (`--threads`).
 - **ours (torch solver)**: the same call routed to the batched torch solver that `matching`
   uses for CUDA tensors (`ops/_assignment_torch.py`: auction start, then shortest augmenting
   paths in lockstep over the batch), here on the CPU with 1 torch thread (its operations are
