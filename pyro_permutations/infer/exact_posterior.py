@@ -1,4 +1,5 @@
-"""The exact posterior over all ``N!`` permutations of a Pyro model, by vectorised enumeration."""
+"""The exact posterior over all ``N!`` permutations (or all partial matchings) of a Pyro model,
+by vectorised enumeration."""
 
 import math
 import re
@@ -9,6 +10,11 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from pyro_permutations.constraints import (
+    PartialBirkhoff,
+    PartialPermutation,
+    PartialPermutationMatrix,
+)
 from pyro_permutations.distributions.flat_birkhoff import FlatBirkhoff
 from pyro_permutations.infer._plates import (
     ExtraDims,
@@ -16,12 +22,25 @@ from pyro_permutations.infer._plates import (
     batched_log_joint,
     plate_nesting,
 )
-from pyro_permutations.ops import all_permutations, perm_to_matrix
+from pyro_permutations.ops import (
+    all_partial_perms,
+    all_permutations,
+    num_partial_perms,
+    partial_perm_to_matrix,
+    perm_to_matrix,
+)
 from pyro_permutations.ops._validation import MAX_ENUMERATE_N, check_device, is_int
 
 __all__ = ["exact_posterior"]
 
 PRIOR_MODES = ("model", "uniform")
+
+#: Largest number of partial matchings :func:`exact_posterior` enumerates (``N = M = 7`` has
+#: 130,922; ``N = 7, M = 8`` has 394,353).
+MAX_ENUMERATE_PARTIAL = 500_000
+
+#: Site kinds whose values are long vectors (the others are matrices).
+_VECTOR_KINDS = ("perm", "partial")
 
 
 class _SiteFound(Exception):
@@ -103,11 +122,12 @@ def _site_dtype_device(fn, site, kind, dtype, device):
     ``dtype`` and ``device`` where given, else those of the first floating tensor held by
     ``fn`` or a distribution it wraps (its parameters); else the distribution's own ``device``
     (``UniformPermutation``), the device of any tensor it holds, or torch's defaults."""
-    if kind == "perm":
+    if kind in _VECTOR_KINDS:
         if dtype is not None:
             raise ValueError(
                 f"value_dtype applies to a site holding matrices, but site {site!r} holds "
-                "permutations (long tensors of shape (N,)); leave value_dtype=None"
+                f"{'partial ' if kind == 'partial' else ''}permutations (long tensors of shape "
+                "(N,)); leave value_dtype=None"
             )
         dtype = torch.long
     elif dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -159,7 +179,7 @@ _VALUES_PLATE = "_exact_posterior_values"
 
 def _items_hint(site, kind):
     """What to write when a site's shapes do not line up with the batch of values."""
-    event = "to_event(1)" if kind == "perm" else "to_event(2)"
+    event = "to_event(1)" if kind in _VECTOR_KINDS else "to_event(2)"
     return (
         f"exact_posterior gives {site!r} a batch of values along a dimension left of the "
         f"model's plates, so the likelihood must broadcast over it. Indexing with a "
@@ -172,8 +192,13 @@ def _items_hint(site, kind):
     )
 
 
-def _values(perms, kind, dtype):
-    return perms if kind == "perm" else perm_to_matrix(perms, dtype=dtype)
+def _values(perms, kind, dtype, num_cols=None):
+    """The site's values at ``perms``: themselves, or their (partial) permutation matrices."""
+    if kind in _VECTOR_KINDS:
+        return perms
+    if kind == "partial_matrix":
+        return partial_perm_to_matrix(perms, num_cols, dtype=dtype)
+    return perm_to_matrix(perms, dtype=dtype)
 
 
 def _log_joint(model, site, value, nesting, prior, kind, args, kwargs):
@@ -224,11 +249,11 @@ def _plain_log_joint(model, site, value, prior, args, kwargs):
     return total, observed
 
 
-def _check_batch_use(model, site, perms, kind, dtype, prior, log_joint, args, kwargs):
+def _check_batch_use(model, site, perms, kind, dtype, num_cols, prior, log_joint, args, kwargs):
     """Warn, at the cost of one plain trace, if the vectorised log joint disagrees with a plain
     trace at the last permutation (the model mishandles the batch of values, e.g. reshapes
     it), or if it does not vary over the values although some site is observed."""
-    last = _values(perms[-1:], kind, dtype)[0]
+    last = _values(perms[-1:], kind, dtype, num_cols)[0]
     plain, observed = _plain_log_joint(model, site, last, prior, args, kwargs)
     batched = float(log_joint[-1])
     both_finite = math.isfinite(plain) and math.isfinite(batched)
@@ -250,6 +275,33 @@ def _check_batch_use(model, site, perms, kind, dtype, prior, log_joint, args, kw
             f"{site!r} (check that the likelihood uses it)",
             stacklevel=3,
         )
+
+
+def _site_kind(fn, site, event_shape):
+    """``(kind, N, M)`` of a site: ``"perm"`` (long ``(N,)``), ``"matrix"`` (``(N, N)``),
+    ``"partial"`` (long ``(N,)`` with support ``partial_permutation`` into ``M`` columns) or
+    ``"partial_matrix"`` (``(N, M)`` with ``N != M``, or a support on partial matchings)."""
+    support = fn.support
+    if len(event_shape) == 1:
+        n = event_shape[0]
+        if not isinstance(support, PartialPermutation):
+            return "perm", n, n
+        if support.num_cols is None:
+            raise ValueError(
+                f"site {site!r} holds partial permutations into an unknown number of columns "
+                f"(support {support}); give its distribution a support "
+                f"PartialPermutation(num_cols=M) so that its values can be enumerated"
+            )
+        return "partial", n, int(support.num_cols)
+    if len(event_shape) == 2:
+        n, m = event_shape
+        if n != m or isinstance(support, (PartialBirkhoff, PartialPermutationMatrix)):
+            return "partial_matrix", n, m
+        return "matrix", n, n
+    raise ValueError(
+        f"site {site!r} has event shape {event_shape}; exact_posterior needs permutations (N,), "
+        f"square matrices (N, N), partial permutations (N,) or matrices (N, M)"
+    )
 
 
 def exact_posterior(
@@ -276,6 +328,20 @@ def exact_posterior(
     ``(N, N)`` (a relaxation such as ``StickBreakingBirkhoff`` or ``FlatBirkhoff``, with
     ``prior="uniform"``), in which case the model is evaluated at the permutation matrices
     ``P[i, perm[i]] = 1``. Every other sample site must be observed.
+
+    **Partial matchings.** A site whose support is
+    :class:`~pyro_permutations.constraints.PartialPermutation` into ``M`` columns (e.g.
+    :class:`~pyro_permutations.distributions.UniformPartialMatching`), long ``(N,)`` with
+    ``perm[i] = -1`` for an unmatched row (:mod:`pyro_permutations.ops.partial`), is enumerated
+    over all ``num_partial_perms(N, M)`` partial permutations; a matrix site ``(N, M)`` with
+    ``N != M``, or with a support on partial matchings (``partial_birkhoff``, as
+    :class:`~pyro_permutations.distributions.PartialGumbelSinkhorn`, with ``prior="uniform"``;
+    or ``partial_permutation_matrix``), over their matrices ``partial_perm_to_matrix(perm, M)``.
+    The result is then aligned with ``all_partial_perms(N, M)``. A square ``(N, N)`` matrix
+    site of any other support is enumerated over the ``N!`` permutations, as above; a uniform
+    prior over partial matchings gives every one the same weight whatever its number of
+    matches, so a model with a relaxed site adds the prior's dependence on the number of
+    matches to its likelihood (a ``pyro.factor`` of ``P.sum()``).
 
     **Prior.** ``p(pi)`` is the site's own pmf only for a discrete site (its support is
     discrete, as for ``Mallows``, ``PlackettLuce``, ``UniformPermutation``). A continuous site
@@ -321,9 +387,11 @@ def exact_posterior(
         ``device``, as ``UniformPermutation``'s), or torch's default device for a distribution
         without any, such as ``FlatBirkhoff``: pass ``value_device="cuda"`` for a CUDA model with
         such a site.
-    :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)``, on the device of
-        the model's log-probabilities.
-    :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), the site is missing,
+    :returns: float64 tensor ``(N!,)`` aligned with ``all_permutations(N)`` (for partial
+        matchings ``(num_partial_perms(N, M),)`` aligned with ``all_partial_perms(N, M)``), on
+        the device of the model's log-probabilities.
+    :raises ValueError: if ``N > 10`` (``10! = 3,628,800`` values), or for partial matchings
+        ``num_partial_perms(N, M) > 500,000`` (``N = M = 7`` has 130,922), the site is missing,
         another site is latent (checked on one plain trace, before the vectorised ones), the
         site is continuous and ``prior="model"``, or the model fails on the values' dtype or
         device.
@@ -351,6 +419,23 @@ def exact_posterior(
         >>> probs = exact_posterior(model, "P", prior="uniform")
         >>> probs.shape, int(probs.argmax())  # all_permutations(3)[2] = [1, 0, 2]
         (torch.Size([6]), 2)
+
+    and a partial matching of two objects to three detections, each object detected with
+    probability 0.8, an unmatched detection clutter of density 0.1::
+
+        >>> import math
+        >>> from pyro_permutations.distributions import UniformPartialMatching
+        >>> from pyro_permutations.ops import all_partial_perms, partial_perm_to_matrix
+        >>> objects = torch.tensor([[0.0], [1.0]])
+        >>> detections = torch.tensor([[1.1], [5.0], [0.1]])
+        >>> def tracking():
+        ...     a = pyro.sample("a", UniformPartialMatching(2, 3, 0.8))
+        ...     p = partial_perm_to_matrix(a, 3)  # (..., 2, 3): object i is detection a[i]
+        ...     pair = dist.Normal(objects, 0.2).log_prob(detections.T)  # (2, 3)
+        ...     pyro.factor("detections", (p * (pair - math.log(0.1))).sum((-2, -1)))
+        >>> probs = exact_posterior(tracking, "a")
+        >>> probs.shape, all_partial_perms(2, 3)[probs.argmax()].tolist()
+        (torch.Size([13]), [2, 0])
     """
     if prior not in PRIOR_MODES:
         raise ValueError(f"prior must be one of {PRIOR_MODES}, got {prior!r}")
@@ -364,48 +449,54 @@ def exact_posterior(
     max_plate_nesting = None if max_plate_nesting is None else int(max_plate_nesting)
     fn = _probe(model, site, args, kwargs)
     event_shape = tuple(fn.event_shape)
-    if len(event_shape) == 1:
-        kind, n = "perm", event_shape[0]
-    elif len(event_shape) == 2 and event_shape[0] == event_shape[1]:
-        kind, n = "matrix", event_shape[0]
-    else:
-        raise ValueError(
-            f"site {site!r} has event shape {event_shape}; exact_posterior needs permutations "
-            f"(N,) or square matrices (N, N)"
-        )
+    kind, n, m = _site_kind(fn, site, event_shape)
     if math.prod(fn.batch_shape) != 1:
         raise ValueError(
             f"site {site!r} has batch shape {tuple(fn.batch_shape)}: it holds several "
             f"permutations, whose joint posterior has (N!)^k states; exact_posterior handles one"
         )
-    if n > MAX_ENUMERATE_N:
+    if kind in ("partial", "partial_matrix"):
+        count = num_partial_perms(n, m)
+        if count > MAX_ENUMERATE_PARTIAL:
+            raise ValueError(
+                f"site {site!r} holds partial matchings of N = {n} rows into M = {m} columns: "
+                f"their {count:,} values are too many to enumerate (limit "
+                f"{MAX_ENUMERATE_PARTIAL:,}, e.g. N = M = 7); compare with samples instead"
+            )
+    elif n > MAX_ENUMERATE_N:
         raise ValueError(
             f"site {site!r} holds permutations of N = {n} items: {n}! values are too many to "
             f"enumerate (limit N <= {MAX_ENUMERATE_N}); compare with samples instead"
         )
     if prior == "model" and isinstance(fn, FlatBirkhoff):
         prior = "uniform"  # a constant density: the same weight at every permutation matrix
+    partial = kind in ("partial", "partial_matrix")
+    noun = "partial matching" if partial else "permutation"
+    example = "UniformPartialMatching" if partial else "Mallows"
     if prior == "model" and not getattr(fn.support, "is_discrete", False):
         raise ValueError(
             f"site {site!r} has a continuous distribution ({type(fn).__name__}, support "
             f"{fn.support}): its density at a permutation matrix is no probability of that "
             f"permutation (and for most relaxations it is undefined, zero or infinite there); "
-            f"pass prior='uniform' for a uniform prior over permutations, or give the site a "
-            f"discrete distribution over permutations (e.g. Mallows) for another prior"
+            f"pass prior='uniform' for a uniform prior over {noun}s, or give the site a "
+            f"discrete distribution over {noun}s (e.g. {example}) for another prior"
         )
     dtype, device = _site_dtype_device(fn, site, kind, value_dtype, value_device)
-    perms = all_permutations(n, device=device)
-    trace = _first_trace(model, site, _values(perms[:1], kind, dtype)[0], args, kwargs)
+    if partial:
+        perms = all_partial_perms(n, m, device=device)
+    else:
+        perms = all_permutations(n, device=device)
+    trace = _first_trace(model, site, _values(perms[:1], kind, dtype, m)[0], args, kwargs)
     if max_plate_nesting is None:
         max_plate_nesting = plate_nesting(trace)
     shape = (1,) * max_plate_nesting + event_shape
     parts = []
     for start in range(0, perms.shape[0], chunk_size):
-        chunk = _values(perms[start : start + chunk_size], kind, dtype)
+        chunk = _values(perms[start : start + chunk_size], kind, dtype, m)
         value = chunk.reshape((chunk.shape[0],) + shape)
         parts.append(_log_joint(model, site, value, max_plate_nesting, prior, kind, args, kwargs))
     log_joint = torch.cat(parts)
-    _check_batch_use(model, site, perms, kind, dtype, prior, log_joint, args, kwargs)
+    _check_batch_use(model, site, perms, kind, dtype, m, prior, log_joint, args, kwargs)
     if torch.isnan(log_joint).any():
         bad = perms[int(torch.isnan(log_joint).nonzero()[0, 0])].tolist()
         raise ValueError(
