@@ -49,7 +49,7 @@ METHODS = RELAXATIONS + MALLOWS
 DEFAULT_HYPER = {
     "stick-breaking": {
         "temperature": 1.0,
-        "prior_eta": 0.3,
+        "prior": "flat",
         "init_scale": 0.1,
         "scale_range": [0.01, 0.3],
     },
