@@ -38,6 +38,7 @@ def test_tiny_run_outputs_and_rerun_loads_checkpoint(tmp_path, capsys, monkeypat
     float32, float64 = table.split("**float64")
     assert "**float32" in float32 and "| U(-1,1) |" in float64 and "kinks of g1" in float64
     assert "the tutorial's set-up, not the paper's" in table
+    assert "selected on the test distributions" in table and "set-up, not method" in table
     assert (out / "model-n5.pt").exists() and not list(out.glob("*.tmp"))
     first = capsys.readouterr().out
 
@@ -188,12 +189,17 @@ def test_evaluation_in_float64_resolves_close_neighbours_and_keeps_the_model():
     assert metrics["lists_with_ties"] > 0.1 and metrics["prop_any_wrong"] > 0.5
 
 
-def test_annealed_setup_sorts_n30_exactly_on_every_interval():
+def test_annealed_setup_n30_learns_increasing_slopes_and_sorts_positive_lists():
     """The tutorial's settings (annealed temperature, Sinkhorn to tolerance, no noise) at
-    N = 30 for 400 steps sort every test list, shifted and scaled intervals included (the
-    earlier constant-temperature settings, with noise at learning rate 0.01, left 27% of the
-    U(0, 1) lists unsorted after the same 400 steps)."""
+    N = 30 reach, in 400 steps, scores whose slopes increase with the position on every piece
+    of x > 0, and sort every float64 test list of U(0, 1), U(0, 10) and U(1000, 1001).
+
+    The shifted and scaled intervals add nothing once the slopes increase: such scores sort
+    every positive list in exact arithmetic (sorts_every_list_on), so this is not a test of
+    generalisation beyond what an affine score gives for free. What it checks is that the
+    training reaches such a network quickly at N = 30."""
     config = {"n": 30, "steps": 400, "seed": 0, **E.REFERENCE, **E.CHANGES}
     model, _, _ = E.train(config, progress=False)
+    assert E.sorts_every_list_on(model, 0.0, math.inf)
     for low, high in [(0.0, 1.0), (0.0, 10.0), (1000.0, 1001.0)]:
         assert E.evaluate(model, low, high, 300, seed=0)["prop_any_wrong"] == 0.0
