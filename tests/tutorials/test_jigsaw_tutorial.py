@@ -373,9 +373,15 @@ def test_validation_run_scores_validation_digits_and_selection_tests_only_the_ch
     main(base + ["--validation", "10", "--out", str(tmp_path / "a")])
     table = (tmp_path / "a" / "table2.md").read_text()
     assert "10 validation digits per grid" in table and "other 30" in table
+    assert "Selection: none" in table and "described for [GS] (cnn)" in table
     main(base + ["--validation", "10", "--piece-net", "deep", "--out", str(tmp_path / "b")])
     main(base + ["--out", str(tmp_path / "all")])  # trained on all 40, validation included
     assert "12 held-out test digits" in (tmp_path / "all" / "table2.md").read_text()
+    assert (
+        "compared with other variants on test digits"
+        in (tmp_path / "all" / "table2.md").read_text()
+    )
+    assert "piece network of ours (deep" in (tmp_path / "b" / "table2.md").read_text()
 
     scored = []
     evaluate = E.evaluate
@@ -401,3 +407,4 @@ def test_validation_run_scores_validation_digits_and_selection_tests_only_the_ch
     text = (out / "selection.md").read_text()
     assert "| Kendall tau | " in text and "[1.00]" in text and "12 held-out test digits" in text
     assert f"`{Path(best['candidate']).name}`" in text.split("## Test")[1]
+    assert "Selection: on the validation digits above only" in text.split("## Test")[1]

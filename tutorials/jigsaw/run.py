@@ -129,6 +129,39 @@ def split_description(split, size, n_train):
     return f"{size} held-out test digits per grid (models trained on {n_train} digits)"
 
 
+#: Where the variants are chosen on validation digits instead of test digits.
+SELECTION = "tutorials/jigsaw/results/selection-mnist/selection.md"
+
+
+def provenance_text(piece_net="cnn", split="test"):
+    """The caption words for what is [GS]'s method, what is our set-up, and what was selected
+    on which digits."""
+    ref = E.REFERENCE
+    lr = E.PIECE_NET_CHANGES.get(piece_net, {}).get("lr", ref["lr"])
+    if piece_net == "cnn":
+        net = "the piece network described for [GS] (cnn)"
+    else:
+        net = f"a piece network of ours ({piece_net}, not in [GS]: a method difference)"
+    text = (
+        f"Method: [GS]'s Sinkhorn network, Gumbel-Sinkhorn training and Hungarian decoding, "
+        f"with {net}. Set-up ours ([GS] gives no jigsaw hyper-parameters): Adam at learning "
+        f"rate {lr:g}, batch {ref['batch']}, temperature {ref['temperature']:g}, noise factor "
+        f"{ref['noise_factor']:g}, {ref['samples']} samples, {ref['n_iters']} Sinkhorn sweeps, "
+        "one seed. "
+    )
+    if split == "validation":
+        return text + (
+            "Selection: none; these validation scores are what "
+            "`python -m tutorials.jigsaw.select` chooses variants on, and the test digits were "
+            "not used."
+        )
+    return text + (
+        "Selection: one model per grid (the last step's), but the piece network and the number "
+        "of steps were compared with other variants on test digits; the choice made on "
+        f"validation digits instead is in `{SELECTION}`."
+    )
+
+
 def write_csv(rows, path, columns, metrics):
     """Write ``rows`` (dicts) to ``path`` with the given ``columns``: ``metrics`` to four
     decimals and ``train_seconds`` to two. :returns: ``path``."""
@@ -183,8 +216,9 @@ def markdown_table(
         digits = split_description(split, test_size, n_train)
     if caption is None:
         caption = (
-            f"MNIST jigsaw puzzles: {digits}, {steps} training steps per grid, images fitted "
-            f"to the grid by {fit}{net}, float32; [GS] Table 2 in brackets."
+            f"MNIST jigsaw puzzles: {digits}, one scramble each, {steps} training steps per "
+            f"grid, images fitted to the grid by {fit}{net}, float32 (the paper's arithmetic); "
+            f"[GS] Table 2 in brackets. {provenance_text(piece_net, split)}"
         )
     lines = [
         caption,
