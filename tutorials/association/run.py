@@ -246,8 +246,9 @@ def write_figure(store, out):
         return None
     data = record["figure"]
     objects, detections = torch.tensor(data["objects"]), torch.tensor(data["detections"])
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2), sharex=True, sharey=True)
-    for ax, key, title in zip(axes, ("exact", "guide"), ("exact posterior", "guide samples")):
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharex=True, sharey=True)
+    fig.suptitle("P(object k made detection j) as line width", fontsize=10)
+    for ax, key, title in zip(axes, ("exact", "guide"), ("exact posterior", "guide's samples")):
         probs = torch.tensor(data[key])
         for i in range(probs.shape[0]):
             for j in range(probs.shape[1]):
@@ -264,7 +265,7 @@ def write_figure(store, out):
             miss = 1 - float(probs[i].sum())
             ax.annotate(f"miss {miss:.2f}", objects[i].tolist(), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")  # fmt: skip
-        ax.set_title(f"{title}: P(object - detection) as line width")
+        ax.set_title(title)
         ax.set_aspect("equal")
     axes[0].legend(loc="best", fontsize=8)
     fig.tight_layout()
