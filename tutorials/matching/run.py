@@ -137,7 +137,9 @@ def markdown_table(rows, sigmas):
         "had been compared with [BP]'s, so that row was tuned knowing the paper's numbers. "
         "The noise floor row is the distance of the pmf of as many exact draws from the "
         "exact posterior as each method's pmf has samples: differences below it are Monte "
-        "Carlo error, not method.",
+        "Carlo error, not method. The Mallows rows are exact pmfs here and MCMC estimates in "
+        "[BP] (a difference of computation, not of method); the gumbel-sinkhorn row is not "
+        "in [BP].",
         "",
         head,
         "|---|" + "---|" * len(sigmas),
