@@ -226,23 +226,7 @@ def _log_sinkhorn_partial(log_alpha, unmatched, tol, max_iter, n_iters, grad, re
     if unmatched is None:
         _check_partial_feasible(x)
     y, log_a, log_b = _augmented(x, unmatched)
-    counts = [torch.zeros(y.shape[0], dtype=torch.long, device=y.device) for _ in range(3)]
-    final = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-    if n_iters is not None:
-        log_p = _sweeps(y, n_iters, log_a, log_b)
-        counts[0] += n_iters
-        counts[1] += n_iters
-    elif y.shape[0] == 0:
-        log_p = y.clone()
-    elif grad == "implicit":
-        with torch.no_grad():
-            solved, *counts, _, final = newton_solve(y.detach(), tol, max_iter, log_a, log_b)
-        if y.requires_grad:
-            log_p = ImplicitSinkhorn.apply(y, solved, log_a.exp(), log_b.exp())
-        else:
-            log_p = solved
-    else:
-        log_p, *counts, _, final = newton_solve(y, tol, max_iter, log_a, log_b)
+    log_p, counts, final = _solve(y, tol, max_iter, n_iters, grad, log_a, log_b)
     if return_info:
         with torch.no_grad():
             p = log_p.exp()
@@ -261,6 +245,32 @@ def _log_sinkhorn_partial(log_alpha, unmatched, tol, max_iter, n_iters, grad, re
     return log_p, SinkhornInfo(
         iterations, error, converged, sweeps=sweeps, newton_steps=newton_steps
     )
+
+
+def _solve(y, tol, max_iter, n_iters, grad, log_a=None, log_b=None):
+    """``log S(y)`` for ``y`` ``(B, N, M)`` by the stopping rule and gradient mode asked for
+    (row and column totals ``exp(log_a)``, ``exp(log_b)``, or ones), with the counts per
+    matrix (iterations, sweeps, Newton steps) and ``final``, False where ``max_iter`` stopped
+    the solver on a scaled-down problem."""
+    counts = [torch.zeros(y.shape[0], dtype=torch.long, device=y.device) for _ in range(3)]
+    final = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
+    if n_iters is not None:
+        log_p = _sweeps(y, n_iters, log_a, log_b)
+        counts[0] += n_iters
+        counts[1] += n_iters
+    elif y.shape[0] == 0:
+        log_p = y.clone()
+    elif grad == "implicit":
+        with torch.no_grad():
+            solved, *counts, _, final = newton_solve(y.detach(), tol, max_iter, log_a, log_b)
+        if y.requires_grad:
+            marginals = () if log_a is None else (log_a.exp(), log_b.exp())
+            log_p = ImplicitSinkhorn.apply(y, solved, *marginals)
+        else:
+            log_p = solved
+    else:
+        log_p, *counts, _, final = newton_solve(y, tol, max_iter, log_a, log_b)
+    return log_p, counts, final
 
 
 def _sweeps(y, n_iters, log_a=None, log_b=None):
@@ -443,22 +453,7 @@ def log_sinkhorn(
     batch_shape = log_alpha.shape[:-2]
     n = log_alpha.shape[-1]
     y = log_alpha.reshape((-1, n, n))
-    # Counts per matrix: iterations, sweeps, Newton steps; ``final`` is False where max_iter
-    # stopped the solver on a scaled-down problem.
-    counts = [torch.zeros(y.shape[0], dtype=torch.long, device=y.device) for _ in range(3)]
-    final = torch.ones(y.shape[0], dtype=torch.bool, device=y.device)
-    if n_iters is not None:
-        log_p = _sweeps(y, n_iters)
-        counts[0] += n_iters
-        counts[1] += n_iters
-    elif y.shape[0] == 0:
-        log_p = y.clone()
-    elif grad == "implicit":
-        with torch.no_grad():
-            solved, *counts, _, final = newton_solve(y.detach(), tol, max_iter)
-        log_p = ImplicitSinkhorn.apply(y, solved) if y.requires_grad else solved
-    else:
-        log_p, *counts, _, final = newton_solve(y, tol, max_iter)
+    log_p, counts, final = _solve(y, tol, max_iter, n_iters, grad)
     log_p = log_p.reshape(log_alpha.shape)
     if not return_info:
         return log_p
