@@ -20,14 +20,7 @@ from tutorials.celegans.model import (
 )
 from tutorials.celegans.simulate import simulate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small matrices: two threads on two shared cores are far slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

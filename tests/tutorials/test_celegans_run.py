@@ -20,13 +20,7 @@ from tutorials.celegans.model import Problem, RowGumbelSoftmax, model
 from tutorials.celegans.simulate import simulate
 from tutorials.checkpoint import CheckpointError, RecordStore
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
