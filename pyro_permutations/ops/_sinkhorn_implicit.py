@@ -23,6 +23,15 @@ and eliminating ``alpha = (Q 1 - P beta) / a`` leaves
 ``(diag(b) - P^T diag(1/a) P) beta = Q^T 1 - P^T diag(1/a) Q 1``, again singular only along
 ``1``.
 
+**Large N.** Forming ``P^T P`` costs ``O(N^3)`` (and an ``(N, N)`` factor besides). From
+``CG_MIN_N`` on the system is instead solved by Jacobi-preconditioned conjugate gradients,
+whose only contact with ``P`` is the product ``v -> P^T (diag(1/a) P v)`` (two
+matrix-vector products, ``O(N^2)``): the memory is ``P``, ``Q`` and a few vectors per matrix,
+the same ``(N, N)`` buffers the result needs. The iteration stops at relative residual
+``CG_RTOL`` (``1e-10`` in float64, ``1e-5`` in float32), which gives the gradient of the
+dense solve to about the same relative accuracy times the conditioning of the system; its
+Jacobi diagonal is ``b_j - sum_i P_ij^2 / a_i + 1 / N``.
+
 Reference: Eisenberger, Toker, Leal-Taixe, Bernard, Cremers. A unified framework for implicit
 Sinkhorn differentiation. CVPR 2022.
 """
@@ -31,31 +40,94 @@ import torch
 
 from pyro_permutations.ops._spd_solve import spd_solve
 
+#: From this size on the backward system is solved by conjugate gradients, not formed.
+CG_MIN_N = 256
+#: Relative residual ``|rhs - H beta| / |rhs|`` at which conjugate gradients stop, per dtype.
+CG_RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+#: Most conjugate-gradient products in one backward pass.
+CG_MAX_ITER = 2000
+#: Conjugate gradients read their convergence flag (a host synchronisation) this often.
+CG_CHECK_EVERY = 8
+
 
 def implicit_sinkhorn_backward(log_p, grad_log_p, a=None, b=None):
     """``dL/dX`` from ``dL/d log P`` at the fixed point ``log P`` (both ``(B, N, N)``), or
-    ``(B, N, M)`` with row and column marginals ``a`` ``(B, N)`` and ``b`` ``(B, M)``."""
+    ``(B, N, M)`` with row and column marginals ``a`` ``(B, N)`` and ``b`` ``(B, M)``.
+
+    The ``(M, M)`` system for ``beta`` is formed and Cholesky-solved below ``CG_MIN_N``
+    columns, and solved by conjugate gradients (:func:`_backward_cg`) from there on."""
     p = torch.exp(log_p)
     q = torch.where(p > 0, grad_log_p, 0.0)
-    n = p.shape[-1]
+    m = p.shape[-1]
     row = q.sum(-1)
     col = q.sum(-2)
     pt = p.transpose(-1, -2)
     eps = torch.finfo(p.dtype).eps
-    if a is None:
-        eye = torch.eye(n, dtype=p.dtype, device=p.device)
-        a = (1 + 100 * eps) * eye - pt @ p + 1.0 / n
-        rhs = col - (pt @ row.unsqueeze(-1)).squeeze(-1)
-        beta, _ = spd_solve(a, rhs)  # zero where the system could not be solved
-        alpha = row - (p @ beta.unsqueeze(-1)).squeeze(-1)
-        return q - p * (alpha[:, :, None] + beta[:, None, :])
-    pa = p / a.unsqueeze(-1)
-    h = (pt @ pa).neg_().add_(1.0 / n)
-    h.diagonal(dim1=-2, dim2=-1).add_(b + 100 * eps)
-    rhs = col - (pt @ (row / a).unsqueeze(-1)).squeeze(-1)
-    beta, _ = spd_solve(h, rhs)
-    alpha = (row - (p @ beta.unsqueeze(-1)).squeeze(-1)) / a
+    row_a = row if a is None else row / a
+    rhs = col - (pt @ row_a.unsqueeze(-1)).squeeze(-1)
+    if m >= CG_MIN_N:
+        beta = _backward_cg(p, rhs, a, b)
+    elif a is None:
+        eye = torch.eye(m, dtype=p.dtype, device=p.device)
+        h = (1 + 100 * eps) * eye - pt @ p + 1.0 / m
+        beta, _ = spd_solve(h, rhs)  # zero where the system could not be solved
+    else:
+        pa = p / a.unsqueeze(-1)
+        h = (pt @ pa).neg_().add_(1.0 / m)
+        h.diagonal(dim1=-2, dim2=-1).add_(b + 100 * eps)
+        beta, _ = spd_solve(h, rhs)
+    alpha = row - (p @ beta.unsqueeze(-1)).squeeze(-1)
+    if a is not None:
+        alpha = alpha / a
     return q - p * (alpha[:, :, None] + beta[:, None, :])
+
+
+def _backward_cg(p, rhs, a=None, b=None):
+    """``beta`` solving ``(diag(b) - P^T diag(1/a) P + 1 1^T / M + 100 eps I) beta = rhs``
+    (``b = 1``, ``a = 1`` when not given) by Jacobi-preconditioned conjugate gradients.
+
+    Each product costs two batched matrix-vector products with ``P``; nothing of size
+    ``(N, N)`` is allocated. Elements stop (their step lengths set to zero) once their residual
+    is below ``CG_RTOL |rhs|``; the flag that ends the loop is read every ``CG_CHECK_EVERY``
+    products. An element that has not converged after ``CG_MAX_ITER`` products keeps its last
+    iterate (near-permutations at very low temperature, where the gradient is close to zero).
+    """
+    m = p.shape[-1]
+    delta = 100 * torch.finfo(p.dtype).eps
+    tiny = torch.finfo(p.dtype).tiny
+    pt = p.transpose(-1, -2)
+    inv_a = None if a is None else (1 / a).unsqueeze(-1)
+    diag_b = 1.0 if b is None else b
+
+    def matvec(v):
+        pv = p @ v.unsqueeze(-1)
+        ptpv = (pt @ (pv if inv_a is None else pv * inv_a)).squeeze(-1)
+        return diag_b * v - ptpv + v.mean(-1, keepdim=True) + delta * v
+
+    pp = (p * p).sum(-2) if a is None else (p * p * inv_a).sum(-2)
+    diag = (diag_b - pp + 1.0 / m + delta).clamp(min=delta)
+    target = CG_RTOL[p.dtype] * rhs.norm(dim=-1)
+    x = torch.zeros_like(rhs)
+    res = rhs.clone()
+    z = res / diag
+    d = z.clone()
+    rz = (res * z).sum(-1)
+    active = res.norm(dim=-1) > target
+    for k in range(CG_MAX_ITER):
+        if k % CG_CHECK_EVERY == 0 and not bool(active.any()):
+            break
+        hd = matvec(d)
+        dhd = (d * hd).sum(-1)
+        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=tiny), 0.0)
+        x = x + alpha[:, None] * d
+        res = res - alpha[:, None] * hd
+        z = res / diag
+        rz_new = (res * z).sum(-1)
+        beta = torch.where(active, rz_new / rz.clamp(min=tiny), 0.0)
+        d = z + beta[:, None] * d
+        rz = rz_new
+        active = active & (res.norm(dim=-1) > target) & (dhd > 0)
+    return x
 
 
 class ImplicitSinkhorn(torch.autograd.Function):
