@@ -54,7 +54,7 @@ import math
 
 import torch
 
-from pyro_permutations.ops._spd_solve import spd_solve
+from pyro_permutations.ops._spd_solve import RIDGES, spd_solve
 
 #: Scores are first scaled so that their range within one matrix is at most this.
 START_SPREAD = 32.0
@@ -62,8 +62,9 @@ START_SPREAD = 32.0
 KAPPA = 4.0
 #: Marginal error at which an intermediate stage is considered solved.
 STAGE_TOL = 0.1
-#: Halvings tried by the line search before falling back to a Sinkhorn step.
-MAX_HALVINGS = 30
+#: Step lengths ``t, t / 2, ..., t / 2^(LINE_TRIALS - 1)`` tried at once by the line search
+#: before falling back to a Sinkhorn step.
+LINE_TRIALS = 6
 #: Armijo constant.
 ARMIJO = 1e-4
 #: From this size on, Newton systems are solved by conjugate gradients, not formed.
@@ -72,6 +73,12 @@ CG_MIN_N = 256
 CG_FORCING = 0.1
 #: Most conjugate-gradient products per Newton step.
 CG_MAX_ITER = 200
+#: Conjugate-gradient products of the first Newton steps, and the fewest ever run.
+CG_MIN_BUDGET = 4
+#: The loop reads its flags on the host (its only synchronisation) every this many
+#: iterations; on the CPU, where a read costs nothing and an iteration a lot, every one.
+CHECK_EVERY = 4
+CHECK_EVERY_CPU = 1
 #: A plain sweep must shrink the marginal error by this factor to be preferred to Newton.
 PLAIN_RATE = 0.5
 #: A trust region: the line search starts from the step ``t d`` whose range
@@ -153,7 +160,7 @@ def _half_spread(y):
     return hi / 2 - lo / 2
 
 
-def _newton_direction(p, r, a=None, b=None):
+def _newton_direction(p, r, a=None, b=None, ridge=None, cg_iters=CG_MAX_ITER):
     """``d`` solving ``(diag(r) - P P^T + 1 1^T / N + delta I) d = 1 - r``, per element.
 
     With marginals ``a`` ``(B, N)`` and ``b`` ``(B, M)`` the system is
@@ -162,35 +169,42 @@ def _newton_direction(p, r, a=None, b=None):
     ``p`` is flushed (:func:`_exp_flushed`); for the products ``P P^T`` entries below
     ``sqrt(tiny)`` are flushed too (they change ``H`` by less than ``N sqrt(tiny)``).
 
-    Up to ``CG_MIN_N`` the system is formed and solved directly (batched Cholesky); above it,
-    where forming ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by
-    conjugate gradients with ``O(N^2)`` products (:func:`_newton_cg`).
+    Up to ``CG_MIN_N`` the system is formed and solved directly (batched Cholesky, with the
+    extra ridge ``RIDGES[ridge]`` per element, see :func:`spd_solve`); above it, where forming
+    ``P P^T`` and factorising cost ``O(N^3)``, it is solved inexactly by ``cg_iters`` steps of
+    conjugate gradients with ``O(N^2)`` products (:func:`_cg`).
+
+    Returns ``(d, ok, used)``: ``ok`` is False where ``d`` is not a finite ascent direction
+    (the caller takes the plain step there), ``used`` the conjugate-gradient products each
+    element needed (``None`` for the direct solve). Nothing here reads a tensor on the host.
     """
     n = p.shape[-2]
     grad = 1 - r if a is None else a - r
-    plain = -torch.log(r) if a is None else -torch.log(r / a)
     p = torch.nn.functional.threshold(p, torch.finfo(p.dtype).tiny ** 0.5, 0.0)
     if n >= CG_MIN_N:
-        d = _newton_cg(p, r, grad, b)
+        d, used, _ = _cg(p, r, grad, b, cg_iters)
         ok = torch.isfinite(d).all(-1) & ((grad * d).sum(-1) > 0)
-        return torch.where(ok[:, None], d, plain)
+        return d, ok, used
     eps = torch.finfo(p.dtype).eps
     pb = p if b is None else p / b.unsqueeze(-2)
     h = torch.bmm(pb, p.transpose(-1, -2)).neg_().add_(1.0 / n)
     h.diagonal(dim1=-2, dim2=-1).add_(r + 100 * eps)
-    d, ok = spd_solve(h, grad)
+    d, ok = spd_solve(h, grad, ridge=ridge)
     ok = ok & ((grad * d).sum(-1) > 0)
-    return torch.where(ok[:, None], d, plain)
+    return d, ok, None
 
 
-def _newton_cg(p, r, grad, b=None):
-    """Inexact Newton direction by Jacobi-preconditioned conjugate gradients.
+def _cg(p, r, grad, b, iters):
+    """Inexact Newton direction by ``iters`` steps of Jacobi-preconditioned conjugate gradients.
 
     The products ``H v = r * v - P (P^T v) + mean(v) + delta v`` (``P diag(1/b) P^T v`` with
-    column marginals ``b``) cost ``O(N^2)`` each. Each
-    element stops when its residual is below ``min(CG_FORCING, sqrt(|g|_inf)) |g|`` (an
-    inexact Newton method: loose early, tight near the solution) or after ``CG_MAX_ITER``
-    products.
+    column marginals ``b``) cost ``O(N^2)`` each. An element stops (its step lengths set to
+    zero) once its residual is below ``min(CG_FORCING, sqrt(|g|_inf)) |g|`` (an inexact Newton
+    method: loose early, tight near the solution). The number of steps is fixed by the caller,
+    so that no flag is read on the host inside the loop.
+
+    Returns ``(x, used, unfinished)``: the direction, the products each element needed (at
+    most ``iters``) and whether it stopped short of its residual target.
     """
     n = p.shape[-2]
     delta = 100 * torch.finfo(p.dtype).eps
@@ -216,9 +230,9 @@ def _newton_cg(p, r, grad, b=None):
     d = z.clone()
     rz = (res * z).sum(-1)
     active = res.norm(dim=-1) > target
-    for _ in range(CG_MAX_ITER):
-        if not active.any():
-            break
+    used = torch.zeros(grad.shape[0], dtype=torch.long, device=grad.device)
+    for _ in range(iters):
+        used = used + active
         hd = matvec(d)
         dhd = (d * hd).sum(-1)
         alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=tiny), 0.0)
@@ -230,54 +244,87 @@ def _newton_cg(p, r, grad, b=None):
         d = z + beta[:, None] * d
         rz = rz_new
         active = active & (res.norm(dim=-1) > target) & (dhd > 0)
-    return x
+    return x, used, active
 
 
-def _line_search(y, p, d, slope, a=None, log_b=None):
-    """Largest ``t = 2^-k`` with ``phi(t d) >= ARMIJO t slope``; ``phi(0) = 0`` here.
+def _newton_cg(p, r, grad, b=None, iters=CG_MAX_ITER):
+    """The conjugate-gradient direction of :func:`_cg` alone (``iters`` steps at most)."""
+    return _cg(p, r, grad, b, iters)[0]
 
-    ``p = exp(y)`` (subnormals flushed) gives each trial's normaliser by :func:`_col_lse`.
-    With marginals, ``phi(f) = <a, f> - <b, lse(f) - log b>`` (``y``'s columns sum to ``b``).
 
-    Returns ``(t, accepted, lse)``: ``lse`` is the column log-normaliser of ``y + t d`` at the
-    accepted ``t`` (so the step needs no second normalisation).
+def _trial_lse(p, f):
+    """Column log-normalisers ``logsumexp_i (y_ij + f_ti)`` of ``T`` shifts ``f`` ``(B, T, N)``
+    at once, given ``p = exp(y)`` (flushed, columns normalised): one batched product
+    ``(B, T, N) x (B, N, M)``, as in :func:`_col_lse`. Every shift must span at most
+    ``spread`` (:func:`_tiny_limits`); the callers keep them so (the trust region of the line
+    search, the window of :func:`_plain_step`), which is why no element needs the exact path
+    (and no flag is read on the host)."""
+    hi = f.amax(-1, keepdim=True)
+    w = torch.exp(f - hi)
+    return hi + torch.log(torch.bmm(w, p))
+
+
+def _plain_step(u):
+    """The plain Sinkhorn row step ``d = -log u`` (``u = r / a``), kept within a window.
+
+    Where ``d`` spans more than ``spread`` (:func:`_tiny_limits`; early, far from the
+    solution) it is clamped to the window ``[l, l + spread]``,
+    ``l = min(max(min d, max d - spread), 0)``, which holds 0 (``sum r = sum a``, so ``d`` has
+    both signs). Each row's part of the dual, ``a_i d_i - r_i e^{d_i}``, is concave with its
+    maximum at ``d_i``, so moving it from 0 towards ``d_i`` only part of the way still
+    increases the dual: the clamped step is a damped Sinkhorn step, and the undamped one once
+    ``d`` is narrow, which is always, near the solution.
+    """
+    d = -torch.log(u)
+    spread = _tiny_limits(u.dtype)[1] * (1 - 1e-3)
+    hi, lo = d.amax(-1, keepdim=True), d.amin(-1, keepdim=True)
+    low = torch.maximum(lo, hi - spread).clamp(max=0.0)
+    return torch.minimum(torch.maximum(d, low), low + spread)
+
+
+def _line_search(p, d, slope, plain, a=None, log_b=None):
+    """The largest of ``t_k = t_0 2^-k``, ``k < LINE_TRIALS``, with
+    ``phi(t_k d) >= ARMIJO t_k slope`` (``phi(0) = 0`` here), all tried in one product.
+
+    ``p = exp(y)`` (subnormals flushed) gives each trial's normaliser by :func:`_trial_lse`,
+    together with that of the plain step ``plain`` (the fallback, one more row of the same
+    product). With marginals, ``phi(f) = <a, f> - <b, lse(f) - log b>`` (``y``'s columns sum
+    to ``b``). ``t_0`` keeps the step within the trust region ``STEP_CAP``.
+
+    Returns ``(t, accepted, lse, lse_plain)``: ``lse`` is the column log-normaliser of
+    ``y + t d`` at the accepted ``t`` (so the step needs no second normalisation), and
+    ``lse_plain`` that of ``y + plain``.
 
     ``phi`` is a sum of ``2 N`` terms of order one, so the test allows for their rounding.
     """
-    batch, n, m = y.shape
+    batch, n, m = p.shape
+    eps = torch.finfo(p.dtype).eps
     if a is None:
-        noise = 4 * n * torch.finfo(y.dtype).eps
+        noise = 4 * n * eps
     else:  # 2 N terms of order one, or a few large ones: scale with the total mass
         b = log_b.exp()
-        noise = 4 * (a.sum(-1) + n + m) * torch.finfo(y.dtype).eps
-    # Steps start within the trust region, which also keeps the normaliser cheap (_col_lse).
-    limit = min(_tiny_limits(y.dtype)[1], STEP_CAP)
+        noise = (4 * (a.sum(-1) + n + m) * eps)[:, None]
+    limit = min(_tiny_limits(p.dtype)[1], STEP_CAP)
     width = (d.amax(-1) - d.amin(-1)).detach()
-    t = torch.clamp(limit / width.clamp(min=1e-30), max=1.0)
-    accepted = torch.zeros(batch, dtype=torch.bool, device=y.device)
-    lse = torch.zeros(batch, m, dtype=y.dtype, device=y.device)
-    todo = torch.arange(batch, device=y.device)  # elements still halving: only they are tried
-    for _ in range(MAX_HALVINGS):
-        sub = todo.numel() < batch
-        y_t, p_t, d_t, t_t = (y[todo], p[todo], d[todo], t[todo]) if sub else (y, p, d, t)
-        f = t_t[:, None] * d_t
-        lse_t = _col_lse(y_t, p_t, f)
-        if a is None:
-            phi = f.sum(-1) - lse_t.sum(-1)
-            noise_t = noise
-        else:
-            a_t, b_t, lb_t = (a[todo], b[todo], log_b[todo]) if sub else (a, b, log_b)
-            phi = (a_t * f).sum(-1) - (b_t * (lse_t - lb_t)).sum(-1)
-            noise_t = noise[todo] if sub else noise
-        good = phi >= ARMIJO * t_t * (slope[todo] if sub else slope) - noise_t
-        # Out of place: with ``grad="unrolled"`` autograd keeps ``t`` and ``lse``.
-        lse = lse.index_put((todo[good],), lse_t[good])
-        accepted[todo[good]] = True
-        todo = todo[~good]
-        if todo.numel() == 0:
-            break
-        t = t.index_put((todo,), 0.5 * t[todo])
-    return t, accepted, lse
+    t0 = torch.clamp(limit / width.clamp(min=1e-30), max=1.0)
+    halvings = torch.tensor([0.5**k for k in range(LINE_TRIALS)], dtype=p.dtype, device=p.device)
+    t = t0[:, None] * halvings  # (B, K)
+    f = t[:, :, None] * d[:, None, :]
+    lse_all = _trial_lse(p, torch.cat([f, plain[:, None, :]], dim=1))
+    lse_t = lse_all[:, :LINE_TRIALS]
+    if a is None:
+        phi = f.sum(-1) - lse_t.sum(-1)
+    else:
+        phi = (a[:, None, :] * f).sum(-1) - (b[:, None, :] * (lse_t - log_b[:, None, :])).sum(-1)
+    good = phi >= ARMIJO * t * slope[:, None] - noise
+    first = good.to(torch.int8).argmax(-1, keepdim=True)  # the first (largest) accepted
+    t_acc = t.gather(1, first).squeeze(1)
+    lse = lse_t.gather(1, first[:, :, None].expand(batch, 1, m)).squeeze(1)
+    return t_acc, good.any(-1), lse, lse_all[:, LINE_TRIALS]
+
+
+def _check_every(device):
+    return CHECK_EVERY_CPU if device.type == "cpu" else CHECK_EVERY
 
 
 def newton_solve(y, tol, max_iter, log_a=None, log_b=None):
@@ -300,77 +347,142 @@ def newton_solve(y, tol, max_iter, log_a=None, log_b=None):
     Each stage multiplies the scale by at most ``KAPPA``, so scores spanning ``R`` take about
     ``log_4(R / START_SPREAD)`` stages: 5 for ``R = 2e4``, 62 at float32's largest, 510 at
     float64's.
+
+    **Host synchronisation.** The loop reads tensors on the host only at its checks, every
+    ``CHECK_EVERY`` iterations (``CHECK_EVERY_CPU`` on the CPU, where a read costs nothing),
+    each one copy of a few flags per element: which elements are done, which take Newton
+    steps, which have solved their temperature stage, and the conjugate-gradient products the
+    last steps needed. Between checks every decision is a ``torch.where`` on the device:
+    an element that meets ``tol`` is frozen (its ``log P`` no longer changes, its counts stop)
+    and is removed at the next check; while some element is on a scaled-down stage, every
+    iteration also forms the rescaled matrix (an exponential per entry) for the elements whose
+    stage is solved; the switch from plain sweeps to Newton steps waits for the next check
+    (a few more plain sweeps); the line search tries its step lengths at once; the conjugate
+    gradients run a number of steps fixed at the last check (1.5 times the most any element
+    then needed, so that it adapts). Apart from the Newton switch, the counts and the result
+    are those of a solver that checks every iteration.
     """
     batch = y.shape[0]
+    device = y.device
     out = torch.empty_like(y)
-    iterations = torch.zeros(batch, dtype=torch.long, device=y.device)
-    sweeps = torch.zeros(batch, dtype=torch.long, device=y.device)
-    newton_steps = torch.zeros(batch, dtype=torch.long, device=y.device)
-    errors = torch.empty(batch, dtype=y.dtype, device=y.device)
-    reached = torch.zeros(batch, dtype=torch.bool, device=y.device)
+    iterations = torch.zeros(batch, dtype=torch.long, device=device)
+    sweeps = torch.zeros(batch, dtype=torch.long, device=device)
+    newton_steps = torch.zeros(batch, dtype=torch.long, device=device)
+    errors = torch.empty(batch, dtype=y.dtype, device=device)
+    reached = torch.zeros(batch, dtype=torch.bool, device=device)
 
     # The schedule is a constant of the computation: no gradient flows through it.
     half_spread = _half_spread(y.detach()).clamp(min=1e-30)
     scale = (START_SPREAD / 2 / half_spread).clamp(max=1.0)
     a = None if log_a is None else log_a.exp()
     y = _normalize_cols(y * scale[:, None, None], log_b)
-    idx = torch.arange(batch, device=y.device)
-    newton = torch.zeros(batch, dtype=torch.bool, device=y.device)
-    prev_err = torch.full((batch,), torch.inf, dtype=y.dtype, device=y.device)
-    swept, solved = torch.zeros_like(sweeps), torch.zeros_like(newton_steps)  # per live element
+    # Per live element: its global index, its mode and counts, and (once done) its results.
+    state = {
+        "idx": torch.arange(batch, device=device),
+        "newton": torch.zeros(batch, dtype=torch.bool, device=device),
+        "prev_err": torch.full((batch,), torch.inf, dtype=y.dtype, device=device),
+        "swept": torch.zeros(batch, dtype=torch.long, device=device),
+        "solved": torch.zeros(batch, dtype=torch.long, device=device),
+        "ridge": torch.zeros(batch, dtype=torch.long, device=device),
+        "done": torch.zeros(batch, dtype=torch.bool, device=device),
+        "done_it": torch.zeros(batch, dtype=torch.long, device=device),
+        "done_err": torch.zeros(batch, dtype=y.dtype, device=device),
+        "done_final": torch.zeros(batch, dtype=torch.bool, device=device),
+    }
+    every = _check_every(device)
+    use_newton = False  # host: some live element takes Newton steps (as of the last check)
+    staged = True  # host: some live element is on a scaled-down stage (as of the last check)
+    cg_iters = CG_MIN_BUDGET
+    cg_peak = torch.zeros((), dtype=torch.long, device=device)
     it = 0
     while True:
         p = _exp_flushed(y)
         r = p.sum(-1)
         u = r if a is None else r / a  # relative row sums
         err = (u - 1).abs().amax(-1)
-        newton = newton | (err > PLAIN_RATE * prev_err)
-        prev_err = err
         final = scale >= 1
-        done = (final & (err <= tol)) | (it >= max_iter)
-        if done.any():
-            finished = idx[done]
-            out[finished] = y[done]
-            iterations[finished] = it
-            sweeps[finished] = swept[done]
-            newton_steps[finished] = solved[done]
-            errors[finished] = err[done]
-            reached[finished] = final[done]
-            keep = ~done
-            if not keep.any():
-                break
-            y, p, r, u, err, scale, final, idx, newton, prev_err, swept, solved = (
-                t[keep]
-                for t in (y, p, r, u, err, scale, final, idx, newton, prev_err, swept, solved)
-            )
-            if a is not None:
-                a, log_b = a[keep], log_b[keep]
+        s = state
+        live = ~s["done"]
+        newly = live & (final & (err <= tol) | (it >= max_iter))
+        s["done_it"] = torch.where(newly, it, s["done_it"])
+        s["done_err"] = torch.where(newly, err, s["done_err"])
+        s["done_final"] = torch.where(newly, final, s["done_final"])
+        s["done"] = s["done"] | newly
+        live = ~s["done"]
+        s["newton"] = s["newton"] | (err > PLAIN_RATE * s["prev_err"])
+        s["prev_err"] = err
+        pending = live & ~final & (err <= STAGE_TOL)  # stage solved: rescale at a check
+        check = it % every == 0 or it >= max_iter
+        advancing = staged  # between checks: wherever some element is on a scaled-down stage
+        if check:
+            rows = [s["done"], s["newton"] & live, pending, ~final & live]
+            flags = torch.stack(rows).to(torch.long)
+            host = torch.cat([flags.flatten(), cg_peak.reshape(1)]).tolist()  # the one read
+            k = len(host) // 4
+            done_h, newton_h, pending_h = host[:k], host[k : 2 * k], host[2 * k : 3 * k]
+            staged_h = host[3 * k : 4 * k]
+            if any(done_h):
+                fin = torch.tensor([i for i, x in enumerate(done_h) if x], device=device)
+                g = s["idx"][fin]
+                out[g] = y[fin]
+                iterations[g] = s["done_it"][fin]
+                sweeps[g] = s["swept"][fin]
+                newton_steps[g] = s["solved"][fin]
+                errors[g] = s["done_err"][fin]
+                reached[g] = s["done_final"][fin]
+                if all(done_h):
+                    break
+                keep_h = [i for i, x in enumerate(done_h) if not x]
+                newton_h = [newton_h[i] for i in keep_h]
+                pending_h = [pending_h[i] for i in keep_h]
+                staged_h = [staged_h[i] for i in keep_h]
+                keep = torch.tensor(keep_h, device=device)
+                y, p, r, u, err, scale, final, pending = (
+                    t[keep] for t in (y, p, r, u, err, scale, final, pending)
+                )
+                state = s = {key: t[keep] for key, t in s.items()}
+                live = ~s["done"]
+                if a is not None:
+                    a, log_b = a[keep], log_b[keep]
+            use_newton = any(newton_h)
+            advancing = any(pending_h)
+            staged = any(staged_h)
+            if host[-1] > 0:  # twice the most products an element needed since the last check
+                cg_iters = min(CG_MAX_ITER, max(CG_MIN_BUDGET, host[-1] + host[-1] // 2 + 1))
+                cg_peak = torch.zeros_like(cg_peak)
         # A plain sweep, or a Newton step where sweeps have stalled; elements whose stage is
         # solved move to the next scale instead.
-        d = -torch.log(u)
-        advance = ~final & (err <= STAGE_TOL)
-        solved += newton & ~advance
-        swept += ~newton & ~advance
-        lse = None
-        if newton.any():
+        stepping = live & ~pending if advancing else live
+        d = _plain_step(u)
+        if use_newton:
+            newton = s["newton"] & stepping
             b = None if log_b is None else log_b.exp()
-            d_newton = _newton_direction(p, r, a, b)
+            d_newton, ok, used = _newton_direction(p, r, a, b, s["ridge"], cg_iters)
+            if used is None:  # a failed factorisation: a larger ridge next time
+                s["ridge"] = torch.where(
+                    newton & ~ok, (s["ridge"] + 1).clamp(max=len(RIDGES) - 1), s["ridge"]
+                )
+            else:
+                cg_peak = torch.maximum(cg_peak, torch.where(newton, used, 0).amax())
             grad = 1 - r if a is None else a - r
-            t, ok, lse = _line_search(y, p, d_newton, (grad * d_newton).sum(-1), a, log_b)
+            slope = (grad * d_newton).sum(-1)
+            t, accepted, lse_newton, lse = _line_search(p, d_newton, slope, d, a, log_b)
             # A failed line search takes the plain Sinkhorn step instead.
-            use = newton & ok
+            use = newton & ok & accepted
             d = torch.where(use[:, None], t[:, None] * d_newton, d)
-            if not (use | advance).all():
-                lse = None  # some elements take another step: normalise all afresh
-        if advance.any():
-            kappa = torch.where(advance, torch.clamp(1.0 / scale, max=KAPPA), 1.0)
-            y = torch.where(advance[:, None, None], y * kappa[:, None, None], y + d[:, :, None])
-            y = _normalize_cols(y, log_b)
-            scale = torch.where(kappa * scale >= 1 - 1e-6, 1.0, kappa * scale)
-        elif lse is not None:  # every element took its accepted Newton step
-            y = y + d[:, :, None] - (lse if log_b is None else lse - log_b)[:, None, :]
+            lse = torch.where(use[:, None], lse_newton, lse)
+            s["solved"] = s["solved"] + newton
+            s["swept"] = s["swept"] + (stepping & ~newton)
         else:
-            lse = _col_lse(y, p, d)
-            y = y + (d[:, :, None] - (lse if log_b is None else lse - log_b)[:, None, :])
+            lse = _trial_lse(p, d[:, None, :]).squeeze(1)
+            s["swept"] = s["swept"] + stepping
+        y_new = y + (d[:, :, None] - (lse if log_b is None else lse - log_b)[:, None, :])
+        if advancing:
+            kappa = torch.where(pending, torch.clamp(1.0 / scale, max=KAPPA), 1.0)
+            rescaled = _normalize_cols(y * kappa[:, None, None], log_b)
+            y_new = torch.where(pending[:, None, None], rescaled, y_new)
+            scale = torch.where(kappa * scale >= 1 - 1e-6, 1.0, kappa * scale)
+        # At a check every live element steps; between checks the done ones stay frozen.
+        y = y_new if check else torch.where(live[:, None, None], y_new, y)
         it += 1
     return out, iterations, sweeps, newton_steps, errors, reached

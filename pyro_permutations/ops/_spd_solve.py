@@ -23,12 +23,19 @@ LAPACK_MIN_N = 64
 RIDGES = (0.0, 1e2, 1e4, 1e6)
 
 
-def spd_solve(a, b):
+def spd_solve(a, b, ridge=None):
     """Solve ``a x = b`` for symmetric ``a`` ``(B, N, N)`` and ``b`` ``(B, N)``.
 
     Elements whose Cholesky factorisation fails are retried with a growing ridge on the
     diagonal. Returns ``(x, ok)``: ``ok`` is False (and ``x`` zero) where every try failed or
     the solution is not finite.
+
+    With ``ridge`` (long ``(B,)``, indices into ``RIDGES``) each element is factorised once,
+    with that ridge, and nothing is read on the host (no retry, which would need to know
+    which elements failed): the caller raises the ridge of the failed ones for its next solve.
+    The ridge is then added to ``a``'s diagonal in place (unless ``a`` needs a gradient).
+    CPU systems of ``LAPACK_MIN_N`` and more that need no gradient still go through LAPACK
+    with its retries (a host loop in any case, and never a device synchronisation).
     """
     batch, n, _ = a.shape
     x = torch.zeros_like(b)
@@ -39,6 +46,17 @@ def spd_solve(a, b):
     scale = a.diagonal(dim1=-2, dim2=-1).abs().amax(-1).clamp(min=1.0)
     if _use_lapack(a, b):
         return _lapack_solve(a, b, eps * scale)
+    if ridge is not None:
+        mult = torch.tensor(RIDGES, dtype=a.dtype, device=a.device)[ridge]
+        extra = (mult * eps * scale)[:, None]
+        if a.requires_grad:  # grad="unrolled": out of place
+            a = a + torch.diag_embed(extra.expand(-1, n))
+        else:
+            a.diagonal(dim1=-2, dim2=-1).add_(extra)
+        chol, info = torch.linalg.cholesky_ex(a)
+        sol = torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1)
+        ok = (info == 0) & torch.isfinite(sol).all(-1)
+        return torch.where(ok[:, None], sol, 0.0), ok
     eye = torch.eye(n, dtype=a.dtype, device=a.device)
     todo = torch.arange(batch, device=a.device)
     for ridge in RIDGES:
