@@ -142,41 +142,104 @@ def _check_options(tol, max_iter, n_iters, grad):
         )
 
 
+def _validating(validate):
+    """``validate``, or where it is ``None`` the global default of torch and Pyro
+    (``torch.distributions.Distribution._validate_args``, which ``pyro.enable_validation``
+    sets)."""
+    if validate is None:
+        return bool(torch.distributions.Distribution._validate_args)
+    if not isinstance(validate, bool):
+        raise ValueError(f"validate must be True, False or None, got {validate!r}")
+    return validate
+
+
+def _check_values(x, name):
+    """No NaN or ``+inf`` in ``x``: one host read where every entry is finite (the common
+    case), the detailed checks only where some entry is not."""
+    if bool(torch.isfinite(x).all()):
+        return False
+    check_scores(x, name, allow_neg_inf=True, square=False)
+    return True  # some entry is -inf
+
+
+#: Permutations (injective maps of the rows, for rectangular scores) that were found to avoid
+#: every ``-inf`` of some earlier input, by shape and device; at most ``FEASIBLE_CACHE`` each.
+_FEASIBLE = {}
+FEASIBLE_CACHE = 8
+
+
+def _known_feasible(x):
+    """A cheap sufficient test that every matrix of ``x`` ``(B, N, M)``, ``N <= M``, has a
+    matching of all its rows that avoids its ``-inf`` entries: the identity or one of the
+    cached permutations does (one gather per candidate, one host read). Returns the mask of
+    the matrices it does not decide."""
+    n, m = x.shape[-2:]
+    key = (n, m, x.device)
+    candidates = [torch.arange(n, device=x.device)] + _FEASIBLE.get(key, [])
+    perms = torch.stack(candidates)  # (K, N)
+    batch, k = x.shape[0], perms.shape[0]
+    index = perms[None, :, :, None].expand(batch, k, n, 1)
+    picked = x.unsqueeze(1).expand(batch, k, n, m).gather(-1, index).squeeze(-1)  # (B, K, N)
+    return ~torch.isfinite(picked).all(-1).any(-1)
+
+
+def _remember(x, perms):
+    key = (x.shape[-2], x.shape[-1], x.device)
+    cached = _FEASIBLE.setdefault(key, [])
+    for perm in perms:
+        cached.insert(0, perm)
+    del cached[FEASIBLE_CACHE:]
+
+
 def _check_feasible(log_alpha):
-    """Every row and column keeps a finite entry, and some permutation avoids all ``-inf``."""
-    neg_inf = torch.isneginf(log_alpha)
-    if not neg_inf.any():
+    """Every row and column keeps a finite entry, and some permutation avoids all ``-inf``.
+
+    Decided first by :func:`_known_feasible` (the identity and the permutations found for
+    earlier inputs of this shape: a fixed mask of forbidden pairs costs scipy once); only the
+    matrices it leaves open go to :func:`~pyro_permutations.ops.matching`, whose permutations
+    are then remembered.
+    """
+    x = log_alpha.detach().reshape((-1,) + log_alpha.shape[-2:])
+    open_ = _known_feasible(x)
+    if not bool(open_.any()):
         return
+    x = x[open_]
+    neg_inf = torch.isneginf(x)
     if neg_inf.all(-1).any() or neg_inf.all(-2).any():
         raise ValueError(
             "log_alpha has a row or column that is entirely -inf, so no doubly-stochastic "
             "matrix exists; allow at least one pair in every row and column"
         )
     try:
-        matching(log_alpha)
+        perms = matching(x)
     except ValueError as e:
         raise ValueError(
             "log_alpha: no permutation avoids all of its -inf (forbidden) entries, so no "
             "doubly-stochastic matrix with those zeros exists; allow more pairs"
         ) from e
+    _remember(x, perms.unique(dim=0)[:FEASIBLE_CACHE])
 
 
 def _check_partial_feasible(x):
-    """Rectangular ``x`` ``(B, N, M)``, ``N < M``: some matching of every row avoids ``-inf``."""
-    if not torch.isneginf(x).any():
+    """Rectangular ``x`` ``(B, N, M)``, ``N < M``: some matching of every row avoids ``-inf``
+    (decided as in :func:`_check_feasible`, with injective maps of the rows)."""
+    open_ = _known_feasible(x.detach())
+    if not bool(open_.any()):
         return
+    x = x.detach()[open_]
     if torch.isneginf(x).all(-1).any():
         raise ValueError(
             "log_alpha has a row (of its smaller side) that is entirely -inf, so that row "
             "cannot be matched; allow at least one pair in it, or give unmatched scores"
         )
     try:
-        matching(x)
+        perms = matching(x)
     except ValueError as e:
         raise ValueError(
             "log_alpha: no matching of every item of its smaller side avoids all of its -inf "
             "(forbidden) entries; allow more pairs, or give unmatched scores"
         ) from e
+    _remember(x, perms.unique(dim=0)[:FEASIBLE_CACHE])
 
 
 def _augmented(x, unmatched):
@@ -210,7 +273,9 @@ def _augmented(x, unmatched):
     return y, log_a, log_b
 
 
-def _log_sinkhorn_partial(log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info):
+def _log_sinkhorn_partial(
+    log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info, has_neg_inf
+):
     """:func:`log_sinkhorn` of rectangular scores, or of scores with unmatched scores."""
     batch_shape = log_alpha.shape[:-2]
     n, m = log_alpha.shape[-2:]
@@ -223,7 +288,7 @@ def _log_sinkhorn_partial(log_alpha, unmatched, tol, max_iter, n_iters, grad, re
         n, m = m, n
         if unmatched is not None:
             unmatched = unmatched[::-1]
-    if unmatched is None:
+    if unmatched is None and has_neg_inf:
         _check_partial_feasible(x)
     y, log_a, log_b = _augmented(x, unmatched)
     log_p, counts, final = _solve(y, tol, max_iter, n_iters, grad, log_a, log_b)
@@ -297,6 +362,7 @@ def log_sinkhorn(
     n_iters=None,
     grad=None,
     return_info=False,
+    validate=None,
 ):
     """The Sinkhorn operator of [GS] in log space: ``log S(log_alpha)``.
 
@@ -335,6 +401,16 @@ def log_sinkhorn(
     need more than the default ``max_iter`` (``info.converged`` is False until they get it).
     ``-inf`` entries are forbidden pairs: their probability is exactly zero; some permutation
     must avoid them all.
+
+    **Validation and host synchronisation.** With validation on, the values cost one host
+    read when every entry is finite. With ``-inf`` entries, feasibility is decided by a cheap
+    sufficient test first: the identity, or a permutation found for an earlier input of the
+    same shape (up to ``FEASIBLE_CACHE`` are kept), avoids every ``-inf``; only matrices that
+    no such permutation fits go to the exact (scipy) assignment solver, whose permutations
+    are then remembered, so a fixed mask of forbidden pairs costs scipy once, not per call.
+    ``validate=False`` skips all of it (NaN or an infeasible pattern then give NaN or
+    meaningless results). The solver's loop reads a few flags on the host at its checks (every
+    iteration on the CPU, every fourth elsewhere) and nowhere else.
 
     **Partial matchings: rectangular scores.** For ``(..., N, M)`` scores with ``N < M``
     every row is matched and a column at most once: the result is the ``(N, M)`` block of the
@@ -407,6 +483,11 @@ def log_sinkhorn(
     :param int n_iters: if given, run exactly this many plain sweeps instead (``>= 1``).
     :param str grad: ``"implicit"`` or ``"unrolled"``; ``None`` picks as described above.
     :param bool return_info: also return a :class:`SinkhornInfo`.
+    :param bool validate: check the values of ``log_alpha`` (no NaN or ``+inf``; its ``-inf``
+        entries admit a permutation). ``None`` (the default) follows the global switch of
+        torch and Pyro, ``torch.distributions.Distribution._validate_args``, which
+        ``pyro.enable_validation(False)`` (or ``python -O``) turns off, as for the
+        distributions' ``validate_args``. Shapes, dtypes and options are checked always.
     :returns: ``log S(X)`` of shape ``(..., N, N)`` (``(..., N, M)`` for rectangular scores,
         ``(..., N + 1, M + 1)`` with unmatched scores), and the info if asked.
     :raises ValueError: if ``log_alpha`` is not a batch of floating matrices, holds NaN
@@ -439,8 +520,10 @@ def log_sinkhorn(
     [SG] Sarlin, DeTone, Malisiewicz, Rabinovich. SuperGlue: Learning Feature Matching with
     Graph Neural Networks. CVPR 2020, section 3.2 (the dustbin and its marginals).
     """
-    check_scores(log_alpha, "log_alpha", allow_neg_inf=True, square=False)
+    check_floating(log_alpha, "log_alpha")
+    check_matrix(log_alpha, "log_alpha")
     _check_options(tol, max_iter, n_iters, grad)
+    has_neg_inf = _validating(validate) and _check_values(log_alpha, "log_alpha")
     tol, max_iter = float(tol), int(max_iter)
     n_iters = None if n_iters is None else int(n_iters)
     if grad is None:
@@ -448,9 +531,10 @@ def log_sinkhorn(
     unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols)
     if unmatched is not None or log_alpha.shape[-1] != log_alpha.shape[-2]:
         return _log_sinkhorn_partial(
-            log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info
+            log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info, has_neg_inf
         )
-    _check_feasible(log_alpha)
+    if has_neg_inf:
+        _check_feasible(log_alpha)
 
     batch_shape = log_alpha.shape[:-2]
     n = log_alpha.shape[-1]
