@@ -28,8 +28,16 @@ to the Sinkhorn row normalisation ``d = -log r``, which never increases ``phi``'
 
 The line search starts inside a trust region (``STEP_CAP``: the step changes the row
 potentials by a range of at most 5), and evaluates ``phi`` by a product with ``P`` rather than
-an exponential of every entry (:func:`_col_lse`). Nothing is computed in subnormal numbers,
-which are 20 to 50 times slower on CPUs (see :func:`_tiny_limits`).
+an exponential of every entry (:func:`_trial_lse`), for ``LINE_TRIALS`` step lengths
+``t, t/2, ...`` and the plain step at once (one ``(B, K, N) x (B, N, N)`` product).
+
+**Host synchronisation.** The loop reads tensors on the host only at its checks (one copy of a
+few flags per element, every ``CHECK_EVERY`` iterations, every one on the CPU); everything
+else is decided on the device, per element, by ``torch.where`` (see :func:`newton_solve`), so
+that on a GPU the host never waits for the device between checks.
+
+Nothing is computed in subnormal numbers, which are 20 to 50 times slower on CPUs (see
+:func:`_tiny_limits`).
 
 Easy problems (high temperature) need only a few plain sweeps, which cost no solve: every
 element starts with plain Sinkhorn sweeps and switches to Newton for good as soon as a sweep
