@@ -104,13 +104,20 @@ def test_tutorial_setup_n10_learns_increasing_slopes_and_sorts_negative_lists_to
     list exactly, at any shift, so U(10, 11) and U(1000, 1001) pass in float64 for that reason
     alone. Lists with negative numbers are not given for free by that property (the units
     switch at 0 or below, and a unit off on x > 0 is not trained), and the model sorts
-    U(-1, 0) and U(-1, 1) in both arithmetics. [GS]'s reference set-up trained the same way
-    did not (Prop. any wrong 1.00 and 0.65, tutorials/sorting/results/reference).
+    U(-1, 0) and U(-1, 1) in both arithmetics. It does so with kinks inside (-1, 0), so not as
+    one affine function continued past 0: the slopes increase on every piece of [-1, 0] as
+    well, pieces on which units that are off for every training list (and so never trained)
+    add their untrained slopes. [GS]'s reference set-up trained the same way did not (Prop.
+    any wrong 1.00 and 0.65, tutorials/sorting/results/reference). No model of either set-up
+    sorts U(-1001, -1000), which this test does not check.
     """
     from tutorials.sorting.run import model_config
 
     model, _, _ = E.train(model_config(10, 2000, 0), progress=False)
     assert E.sorts_every_list_on(model, 0.0, math.inf)
+    kinks, _ = E.affine_pieces(model)
+    assert any(-1.0 < k < 0.0 for k in kinks)  # not one affine piece across 0
+    assert E.sorts_every_list_on(model, -1.0, 1.0)
     for low, high in [(10.0, 11.0), (1000.0, 1001.0)]:
         assert E.evaluate(model, low, high, 300, seed=0)["prop_any_wrong"] == 0.0
     for low, high in [(-1.0, 0.0), (-1.0, 1.0)]:
