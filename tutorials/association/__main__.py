@@ -2,7 +2,7 @@
 partial matching inferred by SVI with a PartialGumbelSinkhorn guide, against the exact
 posterior (small cases) and the exact MAP (large ones).
 
-    python -m tutorials.association          # ~2 minutes on one core
+    python -m tutorials.association          # ~2-4 minutes on one core
 
 Results go to tutorials/association/results (or --out DIR): points.json (every finished
 point, stored at once: rerunning the same command resumes), table.md, summary.csv and

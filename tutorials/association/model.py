@@ -152,14 +152,30 @@ def relaxed_model(frame, p_detect, clutter_rate, sigma, tau_prior=0.3, temperatu
     pyro.factor("association", _linear(p, x - u[:, None] - v[None, :]))
 
 
-def guide(frame, p_detect, clutter_rate, sigma, tau_prior=0.3, temperature=1.0):
-    """``PartialGumbelSinkhorn`` with learnable scores and unmatched scores."""
+def initial_scores(frame, p_detect, clutter_rate, sigma, init):
+    """The guide's starting ``(log_alpha, unmatched_rows, unmatched_cols)``: zeros
+    (``init="zero"``), or the model's own scores ``(X, u, v)`` (``init="scores"``, the
+    forbidden pairs set to 0, they are masked anyway): the perturb-and-MAP guess of the
+    posterior, ``PartialGumbelMatching(X, u, v)``, before any SVI step."""
     k_obj, m = frame["objects"].shape[0], frame["detections"].shape[0]
+    if init == "zero":
+        zeros = torch.zeros
+        return zeros(k_obj, m, dtype=DTYPE), zeros(k_obj, dtype=DTYPE), zeros(m, dtype=DTYPE)
+    if init == "scores":
+        x, u, v = association_scores(frame, p_detect, clutter_rate, sigma)
+        return x.masked_fill(torch.isinf(x), 0.0), u.clone(), v.clone()
+    raise ValueError(f"init must be 'zero' or 'scores', got {init!r}")
+
+
+def guide(frame, p_detect, clutter_rate, sigma, tau_prior=0.3, temperature=1.0, init="zero"):
+    """``PartialGumbelSinkhorn`` with learnable scores and unmatched scores (started at
+    :func:`initial_scores`)."""
     outside = torch.isinf(pair_log_likelihood(frame, sigma))
-    log_alpha = pyro.param("log_alpha", torch.zeros(k_obj, m, dtype=DTYPE))
+    start = initial_scores(frame, p_detect, clutter_rate, sigma, init)
+    log_alpha = pyro.param("log_alpha", start[0])
     log_alpha = log_alpha.masked_fill(outside, -math.inf)  # the gate's forbidden pairs
-    rows = pyro.param("unmatched_rows", torch.zeros(k_obj, dtype=DTYPE))
-    cols = pyro.param("unmatched_cols", torch.zeros(m, dtype=DTYPE))
+    rows = pyro.param("unmatched_rows", start[1])
+    cols = pyro.param("unmatched_cols", start[2])
     pyro.sample(
         "P",
         PartialGumbelSinkhorn(
@@ -169,21 +185,41 @@ def guide(frame, p_detect, clutter_rate, sigma, tau_prior=0.3, temperature=1.0):
 
 
 def fit_guide(
-    frame, p_detect, clutter_rate, sigma, steps, lr, seed, tau_prior=0.3, temperature=1.0
+    frame,
+    p_detect,
+    clutter_rate,
+    sigma,
+    steps,
+    lr,
+    seed,
+    tau_prior=0.3,
+    temperature=1.0,
+    init="zero",
+    particles=1,
 ):
     """SVI on the score-space ELBO; returns the fitted guide's ``PartialGumbelMatching``
-    (its hard-rounded samples) and the final loss (mean of the last 10% of steps)."""
+    (its hard-rounded samples, the gate's pairs forbidden as in the guide) and the final loss
+    (mean of the last 10% of steps; ``nan`` with no steps)."""
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     args = (frame, p_detect, clutter_rate, sigma)
-    svi = SVI(relaxed_model, guide, Adam({"lr": lr}), TraceMeanField_ELBO())
+    elbo = TraceMeanField_ELBO(num_particles=particles)
+    svi = SVI(relaxed_model, guide, Adam({"lr": lr}), elbo)
     options = {"tau_prior": tau_prior, "temperature": temperature}
+    # the first step creates the parameters at their initial values (``init``)
+    pyro.get_param_store().clear()
+    outside = torch.isinf(pair_log_likelihood(frame, sigma))
+    start = initial_scores(frame, p_detect, clutter_rate, sigma, init)
+    for name, value in zip(("log_alpha", "unmatched_rows", "unmatched_cols"), start):
+        pyro.param(name, value)
     losses = [svi.step(*args, **options) for _ in range(steps)]
     store = pyro.get_param_store()
     fitted = PartialGumbelMatching(
-        store["log_alpha"].detach(),
+        store["log_alpha"].detach().masked_fill(outside, -math.inf),
         unmatched_rows=store["unmatched_rows"].detach(),
         unmatched_cols=store["unmatched_cols"].detach(),
     )
+    if not losses:
+        return fitted, math.nan
     tail = losses[-max(1, steps // 10) :]
     return fitted, sum(tail) / len(tail)

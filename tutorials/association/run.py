@@ -39,6 +39,8 @@ CONFIG = {
     "samples": 2000,
     "tau_prior": 0.3,
     "temperature": 1.0,
+    "init": "zero",
+    "particles": 1,
     "gate": A.GATE,
 }
 
@@ -83,6 +85,8 @@ def _fit(config, frame, seed):
         seed,
         tau_prior=config["tau_prior"],
         temperature=config["temperature"],
+        init=config["init"],
+        particles=config["particles"],
     )
 
 
