@@ -24,13 +24,14 @@ from dataclasses import dataclass
 
 import torch
 
+from tutorials.celegans.collapsed import fit_collapsed
 from tutorials.celegans.constraints import make_constraints
 from tutorials.celegans.map_fit import fit_map, regression_start
 from tutorials.celegans.mcmc import fit_mcmc
 from tutorials.celegans.model import VI_METHODS, Problem, accuracy, fit_vi
 from tutorials.celegans.simulate import simulate
 
-METHODS = VI_METHODS + ("mcmc", "map")
+METHODS = VI_METHODS + ("mcmc", "mcmc-collapsed", "map")
 #: VI steps allowed when only the time budget should stop a fit.
 MAX_STEPS = 1_000_000
 
@@ -88,7 +89,7 @@ def run_method(method, point, budget, seed):
     """Fit ``method`` to ``point`` for ``budget`` seconds.
 
     :returns: a dict with ``accuracy``, ``seconds`` (wall clock used), ``iterations`` (VI
-        steps, MAP rounds, Gibbs sweeps) and ``trace``, a list of ``[seconds, accuracy,
+        steps, MAP rounds, sweeps of the samplers) and ``trace``, a list of ``[seconds, accuracy,
         elbo]`` (``elbo`` None for MCMC and MAP).
     """
     if method not in METHODS:
@@ -110,8 +111,9 @@ def run_method(method, point, budget, seed):
         perm, iterations = fit.perm.cpu(), fit.steps
         trace = [[s, a, e] for s, a, e in zip(fit.seconds, fit.accuracy, fit.elbo)]
         info = {}
-    elif method == "mcmc":
-        perm, history, info = fit_mcmc(
+    elif method in ("mcmc", "mcmc-collapsed"):
+        fit = fit_mcmc if method == "mcmc" else fit_collapsed
+        perm, history, info = fit(
             point.problem, point.start, seed, time_budget=budget, truth=truth, known=known
         )
         iterations = info["sweeps"]

@@ -13,6 +13,7 @@ MARKERS = {
     "gumbel-sinkhorn": "s",
     "naive": "^",
     "mcmc": "D",
+    "mcmc-collapsed": "P",
     "map": "v",
 }
 

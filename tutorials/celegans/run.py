@@ -33,7 +33,8 @@ REDUCED = {
     "noise_scale": 0.5,
     "seeds": 2,
     "budget": 4.0,
-    "methods": list(E.METHODS),
+    # The collapsed sampler is the MCMC baseline; the uncollapsed one ("mcmc") runs on request.
+    "methods": [m for m in E.METHODS if m != "mcmc"],
     "worms": [1, 5],
     "tolerances": [0.01, 0.05, 0.2],
     "known": 0.1,
@@ -43,6 +44,9 @@ REDUCED = {
 }
 FULL = {
     **REDUCED,
+    # The methods of the stored --full run (results/full), so that it resumes; add
+    # "mcmc-collapsed" with --methods.
+    "methods": ["rounding", "gumbel-sinkhorn", "naive", "mcmc", "map"],
     "seeds": 10,
     "budget": 30.0,
     "tolerances": [0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
