@@ -5,11 +5,13 @@
     python -m benchmarks --only matching svi  # some sections
     python -m benchmarks --full-tutorial      # also time the full matching tutorial (~7 min)
     python -m benchmarks --only peers --threads 1 --out benchmarks/RESULTS-peers.md  # peers
+    python -m benchmarks --only peers_backward --threads 1 --out benchmarks/RESULTS-peers-backward.md
 
 The quick mode writes to a temporary file unless ``--out`` is given, so that it never
 overwrites the committed results. Peers (POT, lap) are optional: ``pip install -e ".[bench]"``;
 a section whose peer is missing says "not installed". The ``peers`` section's peers (lapx,
-pygmtools, torch-linear-assignment) are the ``peers`` extra.
+pygmtools, torch-linear-assignment, ott-jax) are the ``peers`` extra, as are
+``peers_backward``'s (pygmtools, ott-jax).
 """
 
 import argparse
@@ -29,6 +31,7 @@ from benchmarks import (
     mcmc,
     partial,
     peers,
+    peers_backward,
     sinkhorn_backward,
     sinkhorn_forward,
     svi,
@@ -44,6 +47,7 @@ SECTIONS = {
     "mcmc": ("MCMC over permutation sites (PermutationKernel)", mcmc),
     "partial": ("Partial matchings: rectangular and dustbin Sinkhorn, matching", partial),
     "peers": ("Peers at scale: matching and Sinkhorn", peers),
+    "peers_backward": ("Peers at scale: Sinkhorn forward plus backward", peers_backward),
 }
 DEFAULT_OUT = Path(__file__).with_name("RESULTS.md")
 
