@@ -5,7 +5,8 @@
     python -m benchmarks --only matching svi  # some sections
     python -m benchmarks --full-tutorial      # also time the full matching tutorial (~7 min)
     python -m benchmarks --only peers --threads 1 --out benchmarks/RESULTS-peers.md  # peers
-    python -m benchmarks --only peers_backward --threads 1 --out benchmarks/RESULTS-peers-backward.md
+    python -m benchmarks --only peers_backward --threads 1 \
+        --out benchmarks/RESULTS-peers-backward.md  # forward plus backward against peers
 
 The quick mode writes to a temporary file unless ``--out`` is given, so that it never
 overwrites the committed results. Peers (POT, lap) are optional: ``pip install -e ".[bench]"``;

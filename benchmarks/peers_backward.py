@@ -161,9 +161,7 @@ def _ott():
                 return -g, log_p, iters  # d/dx = -d/dcost
 
             cost, weights = jnp.asarray(-x.numpy()), jnp.asarray(c.numpy())
-            compiled, seconds = timed(
-                lambda: jax.jit(jax.vmap(one)).lower(cost, weights).compile()
-            )
+            compiled, seconds = timed(lambda: jax.jit(jax.vmap(one)).lower(cost, weights).compile())
 
             def run():
                 g, log_p, iters = compiled(cost, weights)
@@ -319,4 +317,3 @@ def run(quick, log=print):
             *targets,
         ]
     )
-
