@@ -2,7 +2,7 @@
 check of the solver's loop, every ``CHECK_EVERY`` iterations, whatever ``N`` and however many
 Newton steps, conjugate-gradient products or line-search trials the solve takes.
 
-On the CPU a host read costs nothing, so they are counted through a hook on every Python-level
+On the CPU a host read costs nothing, so they are counted through a ``TorchFunctionMode`` that sees every Python-level
 way of reading a tensor on the host (``item``, ``bool``, ``int``, ``float``, ``tolist``, ``cpu``,
 ``numpy``, ``nonzero`` and indexing by a boolean mask, which needs the mask's count). The
 LAPACK path of the dense Newton solve (CPU only, ``64 <= N < 256``, see ``_spd_solve``) reads
@@ -16,6 +16,7 @@ import sys
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from pyro_permutations.ops import _sinkhorn_newton, log_sinkhorn
 
@@ -24,7 +25,7 @@ from pyro_permutations.ops import _sinkhorn_newton, log_sinkhorn
 #: scores one each for them.
 VALIDATION_READS = 4
 
-_READS = ("item", "__bool__", "__int__", "__float__", "tolist", "cpu", "numpy", "nonzero")
+_READS = {"item", "__bool__", "__int__", "__float__", "tolist", "cpu", "numpy", "nonzero"}
 
 
 def _is_mask(index):
@@ -32,49 +33,30 @@ def _is_mask(index):
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
 
 
+class _HostReads(TorchFunctionMode):
+    """Sees every torch function and tensor method called from Python (``__torch_function__``)
+    and counts those that read a tensor on the host. A mode, not patched methods: a
+    Python-level ``__getitem__`` set on ``torch.Tensor`` would change the class's C slots for
+    the rest of the run (``torch.tensor`` of a list of 0-d tensors then fails)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in _READS:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        elif name in ("__getitem__", "__setitem__") and _is_mask(args[1]):
+            self.counts["mask index"] = self.counts.get("mask index", 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
 @contextlib.contextmanager
 def count_host_reads():
     """Count host reads of tensors while the block runs: ``counts[name]`` per method."""
-    counts = {}
-    originals = {name: getattr(torch.Tensor, name) for name in _READS}
-    originals["__getitem__"] = torch.Tensor.__getitem__
-    originals["__setitem__"] = torch.Tensor.__setitem__
-    original_nonzero = torch.nonzero
-
-    def counted(name):
-        method = originals[name]
-
-        def wrapper(self, *args, **kwargs):
-            counts[name] = counts.get(name, 0) + 1
-            return method(self, *args, **kwargs)
-
-        return wrapper
-
-    def getitem(self, index):
-        if _is_mask(index):
-            counts["mask index"] = counts.get("mask index", 0) + 1
-        return originals["__getitem__"](self, index)
-
-    def setitem(self, index, value):
-        if _is_mask(index):
-            counts["mask index"] = counts.get("mask index", 0) + 1
-        return originals["__setitem__"](self, index, value)
-
-    def nonzero(*args, **kwargs):
-        counts["torch.nonzero"] = counts.get("torch.nonzero", 0) + 1
-        return original_nonzero(*args, **kwargs)
-
-    try:
-        for name in _READS:
-            setattr(torch.Tensor, name, counted(name))
-        torch.Tensor.__getitem__ = getitem
-        torch.Tensor.__setitem__ = setitem
-        torch.nonzero = nonzero
-        yield counts
-    finally:
-        for name, method in originals.items():
-            setattr(torch.Tensor, name, method)
-        torch.nonzero = original_nonzero
+    with _HostReads() as mode:
+        yield mode.counts
 
 
 def test_the_hook_sees_every_kind_of_read():
@@ -93,11 +75,22 @@ def test_the_hook_sees_every_kind_of_read():
         "item": 1,
         "tolist": 1,
         "mask index": 1,
-        "torch.nonzero": 1,
+        "nonzero": 1,
     }
     with count_host_reads() as counts:
         x.sum()  # no read
     assert counts == {}
+
+
+def test_the_hook_leaves_tensor_as_it_was():
+    """After the block ``torch.Tensor`` is unchanged, so later tests see the class as it was
+    (``torch.tensor`` of a list of 0-d tensors, which a patched ``__getitem__`` breaks)."""
+    before = dict(vars(torch.Tensor))
+    with count_host_reads():
+        torch.randn(3)[torch.tensor([True, False, True])]
+    assert dict(vars(torch.Tensor)) == before
+    values = [torch.tensor(1.0), torch.tensor(2.0)]
+    assert torch.tensor(values).tolist() == [1.0, 2.0]
 
 
 def _reads(x, **options):
