@@ -2,12 +2,13 @@
 check of the solver's loop, every ``CHECK_EVERY`` iterations, whatever ``N`` and however many
 Newton steps, conjugate-gradient products or line-search trials the solve takes.
 
-On the CPU a host read costs nothing, so they are counted through a ``TorchFunctionMode`` that sees every Python-level
-way of reading a tensor on the host (``item``, ``bool``, ``int``, ``float``, ``tolist``, ``cpu``,
-``numpy``, ``nonzero`` and indexing by a boolean mask, which needs the mask's count). The
-LAPACK path of the dense Newton solve (CPU only, ``64 <= N < 256``, see ``_spd_solve``) reads
-its systems on the host by design and is not used here. Where CUDA exists the same bound is
-checked with ``torch.cuda.set_sync_debug_mode("warn")``.
+On the CPU a host read costs nothing, so they are counted through a ``TorchFunctionMode``
+that sees every Python-level way of reading a tensor on the host (``item``, ``bool``, ``int``,
+``float``, ``tolist``, ``cpu``, ``numpy``, ``nonzero`` and indexing by a boolean mask, which
+needs the mask's count). The LAPACK path of the dense Newton solve (CPU only,
+``64 <= N < 256``, see ``_spd_solve``) reads its systems on the host by design and is not used
+here. Where CUDA exists the same bound is checked with
+``torch.cuda.set_sync_debug_mode("warn")``.
 """
 
 import contextlib
