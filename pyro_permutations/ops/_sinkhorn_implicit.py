@@ -38,7 +38,7 @@ Sinkhorn differentiation. CVPR 2022.
 
 import torch
 
-from pyro_permutations.ops._spd_solve import spd_solve
+from pyro_permutations.ops._spd_solve import batched_pcg, spd_solve
 
 #: From this size on the backward system is solved by conjugate gradients, not formed.
 CG_MIN_N = 256
@@ -94,7 +94,6 @@ def _backward_cg(p, rhs, a=None, b=None):
     """
     m = p.shape[-1]
     delta = 100 * torch.finfo(p.dtype).eps
-    tiny = torch.finfo(p.dtype).tiny
     pt = p.transpose(-1, -2)
     inv_a = None if a is None else (1 / a).unsqueeze(-1)
     diag_b = 1.0 if b is None else b
@@ -107,27 +106,7 @@ def _backward_cg(p, rhs, a=None, b=None):
     pp = (p * p).sum(-2) if a is None else (p * p * inv_a).sum(-2)
     diag = (diag_b - pp + 1.0 / m + delta).clamp(min=delta)
     target = CG_RTOL[p.dtype] * rhs.norm(dim=-1)
-    x = torch.zeros_like(rhs)
-    res = rhs.clone()
-    z = res / diag
-    d = z.clone()
-    rz = (res * z).sum(-1)
-    active = res.norm(dim=-1) > target
-    for k in range(CG_MAX_ITER):
-        if k % CG_CHECK_EVERY == 0 and not bool(active.any()):
-            break
-        hd = matvec(d)
-        dhd = (d * hd).sum(-1)
-        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=tiny), 0.0)
-        x = x + alpha[:, None] * d
-        res = res - alpha[:, None] * hd
-        z = res / diag
-        rz_new = (res * z).sum(-1)
-        beta = torch.where(active, rz_new / rz.clamp(min=tiny), 0.0)
-        d = z + beta[:, None] * d
-        rz = rz_new
-        active = active & (res.norm(dim=-1) > target) & (dhd > 0)
-    return x
+    return batched_pcg(matvec, rhs, diag, target, CG_MAX_ITER, check_every=CG_CHECK_EVERY)[0]
 
 
 class ImplicitSinkhorn(torch.autograd.Function):

@@ -62,7 +62,7 @@ import math
 
 import torch
 
-from pyro_permutations.ops._spd_solve import RIDGES, spd_solve
+from pyro_permutations.ops._spd_solve import RIDGES, batched_pcg, spd_solve
 
 #: Scores are first scaled so that their range within one matrix is at most this.
 START_SPREAD = 32.0
@@ -216,9 +216,6 @@ def _cg(p, r, grad, b, iters):
     """
     n = p.shape[-2]
     delta = 100 * torch.finfo(p.dtype).eps
-    # Floor of the CG denominators: positive in the dtype (1e-300 is 0 in float32), so the
-    # branch torch.where discards is never 0/0, whose NaN would reach unrolled gradients.
-    tiny = torch.finfo(p.dtype).tiny
     pt = p.transpose(-1, -2)
     inv_b = None if b is None else (1 / b).unsqueeze(-1)
 
@@ -232,27 +229,7 @@ def _cg(p, r, grad, b, iters):
     gnorm = grad.norm(dim=-1)
     forcing = torch.clamp(grad.abs().amax(-1).sqrt(), max=CG_FORCING)
     target = forcing * gnorm
-    x = torch.zeros_like(grad)
-    res = grad.clone()
-    z = res / diag
-    d = z.clone()
-    rz = (res * z).sum(-1)
-    active = res.norm(dim=-1) > target
-    used = torch.zeros(grad.shape[0], dtype=torch.long, device=grad.device)
-    for _ in range(iters):
-        used = used + active
-        hd = matvec(d)
-        dhd = (d * hd).sum(-1)
-        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=tiny), 0.0)
-        x = x + alpha[:, None] * d
-        res = res - alpha[:, None] * hd
-        z = res / diag
-        rz_new = (res * z).sum(-1)
-        beta = torch.where(active, rz_new / rz.clamp(min=tiny), 0.0)
-        d = z + beta[:, None] * d
-        rz = rz_new
-        active = active & (res.norm(dim=-1) > target) & (dhd > 0)
-    return x, used, active
+    return batched_pcg(matvec, grad, diag, target, iters)
 
 
 def _newton_cg(p, r, grad, b=None, iters=CG_MAX_ITER):

@@ -1,4 +1,5 @@
-"""Batched solves of symmetric positive (semi-)definite systems by Cholesky.
+"""Batched solves of symmetric positive (semi-)definite systems: by Cholesky, or by
+preconditioned conjugate gradients where only products with the matrix are affordable.
 
 Both linear systems of the Sinkhorn solver (the Newton step on the dual and the implicit
 backward pass) have symmetric matrices that are positive definite up to rounding. Cholesky
@@ -110,3 +111,48 @@ def _lapack_solve(a, b, unit):
                 x[k], ok[k] = sol, True
                 break
     return torch.from_numpy(x), torch.from_numpy(ok)
+
+
+def batched_pcg(matvec, rhs, diag, target, iters, check_every=None):
+    """Solve ``A x = rhs`` for a batch of symmetric positive definite ``A`` given only by
+    ``matvec(v) = A v`` (``(B, N) -> (B, N)``), by conjugate gradients preconditioned with
+    ``diag`` (``(B, N)``, positive: Jacobi, ``M = diag(diag)``), from ``x = 0``:
+
+    ``alpha_k = r_k^T z_k / d_k^T A d_k``, ``x_{k+1} = x_k + alpha_k d_k``,
+    ``r_{k+1} = r_k - alpha_k A d_k``, ``z = M^{-1} r``, ``d_{k+1} = z_{k+1} + beta_k d_k`` with
+    ``beta_k = r_{k+1}^T z_{k+1} / r_k^T z_k``.
+
+    An element stops (its step lengths set to zero) once ``|r| <= target`` (``(B,)``) or its
+    curvature ``d^T A d`` is not positive. With ``check_every`` the loop ends early when no
+    element is active, which is read on the host once every ``check_every`` products; without it
+    the loop runs all ``iters`` products and reads nothing.
+
+    Returns ``(x, used, active)``: the iterate, the products each element took and whether it
+    stopped short of its target.
+    """
+    # Floor of the denominators: positive in the dtype (1e-300 is 0 in float32), so the branch
+    # torch.where discards is never 0/0, whose NaN would reach unrolled gradients.
+    tiny = torch.finfo(rhs.dtype).tiny
+    x = torch.zeros_like(rhs)
+    res = rhs.clone()
+    z = res / diag
+    d = z.clone()
+    rz = (res * z).sum(-1)
+    active = res.norm(dim=-1) > target
+    used = torch.zeros(rhs.shape[0], dtype=torch.long, device=rhs.device)
+    for k in range(iters):
+        if check_every is not None and k % check_every == 0 and not bool(active.any()):
+            break
+        used = used + active
+        hd = matvec(d)
+        dhd = (d * hd).sum(-1)
+        alpha = torch.where(active & (dhd > 0), rz / dhd.clamp(min=tiny), 0.0)
+        x = x + alpha[:, None] * d
+        res = res - alpha[:, None] * hd
+        z = res / diag
+        rz_new = (res * z).sum(-1)
+        beta = torch.where(active, rz_new / rz.clamp(min=tiny), 0.0)
+        d = z + beta[:, None] * d
+        rz = rz_new
+        active = active & (res.norm(dim=-1) > target) & (dhd > 0)
+    return x, used, active

@@ -1,10 +1,11 @@
-"""The Cholesky solver under the Sinkhorn Newton step and the implicit backward pass."""
+"""The Cholesky and conjugate-gradient solvers under the Sinkhorn Newton step and the implicit
+backward pass."""
 
 import pytest
 import torch
 
 from pyro_permutations.ops import log_sinkhorn
-from pyro_permutations.ops._spd_solve import LAPACK_MIN_N, spd_solve
+from pyro_permutations.ops._spd_solve import LAPACK_MIN_N, batched_pcg, spd_solve
 
 # Below and above LAPACK_MIN_N: the batched torch path and the per-matrix LAPACK path.
 SIZES = [7, LAPACK_MIN_N + 6]
@@ -70,3 +71,48 @@ def test_many_threads_and_large_n_do_not_stall():
     finally:
         torch.set_num_threads(threads)
     assert info.converged.all() and torch.isfinite(x.grad).all()
+
+
+def _spd_batch(n, seed, condition):
+    """Three SPD matrices with eigenvalues spread from 1 to ``condition``."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(3, n, n, generator=g, dtype=torch.float64))
+    eig = torch.logspace(0, torch.log10(torch.tensor(condition)), n, dtype=torch.float64)
+    return q @ torch.diag_embed(eig.expand(3, n)) @ q.transpose(-1, -2)
+
+
+def test_pcg_reaches_its_target_and_matches_a_direct_solve():
+    a = _spd_batch(30, 2, 1e3)
+    b = torch.randn(3, 30, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    target = 1e-10 * b.norm(dim=-1)
+    x, used, active = batched_pcg(
+        lambda v: (a @ v.unsqueeze(-1)).squeeze(-1), b, a.diagonal(dim1=-2, dim2=-1), target, 500
+    )
+    assert not active.any()
+    assert ((used > 0) & (used <= 500)).all()
+    residual = (a @ x.unsqueeze(-1)).squeeze(-1) - b
+    assert (residual.norm(dim=-1) <= 1.01 * target).all()
+    expected = torch.linalg.solve(a, b.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(x, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_pcg_stops_each_element_at_its_own_target_and_the_loop_when_all_stop():
+    """A loose element freezes early while a tight one goes on; with ``check_every`` the loop
+    ends within ``check_every`` products of the last one stopping; a fixed count that is too
+    small leaves the tight element active."""
+    a = _spd_batch(40, 4, 1e4)
+    b = torch.randn(3, 40, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    target = b.norm(dim=-1) * torch.tensor([1e-1, 1e-10, 1e-10], dtype=torch.float64)
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        return (a @ v.unsqueeze(-1)).squeeze(-1)
+
+    diag = a.diagonal(dim1=-2, dim2=-1)
+    x, used, active = batched_pcg(matvec, b, diag, target, 1000, check_every=4)
+    assert not active.any()
+    assert used[0] < used[1:].min()
+    assert used.max() <= len(calls) < used.max() + 4
+    _, used_short, active_short = batched_pcg(matvec, b, diag, target, 3)
+    assert (used_short == 3).all() and active_short[1:].all()
