@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The peers measured against (POT, lap) are small wheels; bench-quick runs with or without them.
+# The peer measured against (POT) is a small wheel; bench-quick runs with or without it.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[bench]"
 	$(BIN)/python -m benchmarks

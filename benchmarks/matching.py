@@ -127,5 +127,8 @@ def run(quick, log=print):
     if target_line and "MISSED" in target_line:
         lines += ["", WHY_MISSED]
     if lap_loop is None:
-        lines += ["", "`lap` is not installed (`pip install lap`); its columns are empty."]
+        lines += [
+            "",
+            "`lap` is not importable (lapx, a dependency, brings it); its columns are empty.",
+        ]
     return "\n".join(lines)
