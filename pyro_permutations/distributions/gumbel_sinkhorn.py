@@ -190,7 +190,13 @@ class GumbelSinkhorn(TorchDistribution):
 
     def scores_to_matrix(self, scores):
         """``S(Z)`` with this distribution's Sinkhorn options, carrying ``Z``."""
-        log_p = log_sinkhorn(scores, tol=self.tol, n_iters=self.n_iters, grad=self.grad)
+        log_p = log_sinkhorn(
+            scores,
+            tol=self.tol,
+            n_iters=self.n_iters,
+            grad=self.grad,
+            validate=bool(self._validate_args),
+        )
         return attach_scores(log_p.exp(), scores)
 
     def rsample(self, sample_shape=torch.Size()):

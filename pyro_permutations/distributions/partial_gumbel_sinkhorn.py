@@ -214,7 +214,9 @@ class PartialGumbelSinkhorn(TorchDistribution):
         """The real block of ``S(Z)`` with this distribution's options, carrying ``Z``."""
         n, m = self.event_shape
         if self.unmatched_rows is None:
-            log_p = log_sinkhorn(scores, tol=self.tol, grad=self.grad)
+            log_p = log_sinkhorn(
+                scores, tol=self.tol, grad=self.grad, validate=bool(self._validate_args)
+            )
         else:
             log_p = log_sinkhorn(
                 scores[..., :n, :m],
@@ -222,6 +224,7 @@ class PartialGumbelSinkhorn(TorchDistribution):
                 unmatched_cols=scores[..., n, :m],
                 tol=self.tol,
                 grad=self.grad,
+                validate=bool(self._validate_args),
             )[..., :n, :m]
         value = log_p.exp()
         setattr(value, SCORES_ATTR, scores)

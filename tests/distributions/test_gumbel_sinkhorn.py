@@ -1,3 +1,4 @@
+import importlib
 import math
 
 import pyro
@@ -12,6 +13,7 @@ from pyro_permutations.distributions import (
     GumbelMatching,
     GumbelSinkhorn,
     GumbelSinkhornStraightThrough,
+    PartialGumbelSinkhorn,
     perturbed_scores,
 )
 from pyro_permutations.ops import all_permutations, matching, perm_to_matrix, perm_to_rank
@@ -316,3 +318,30 @@ def test_a_cpu_temperature_moves_to_the_cuda_scores(temperature):
     expanded = d.expand((5, 3))
     assert expanded.temperature.device.type == "cuda"
     assert expanded.rsample().device.type == "cuda"
+
+
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_sampling_checks_the_scores_only_when_validating(monkeypatch, partial, validate_args):
+    """``validate_args=False`` reaches ``log_sinkhorn`` as ``validate=False`` (no finiteness
+    pass, no feasibility test of the forbidden pairs on the sampling path), and ``True`` as
+    ``True``, for the square and the partial Gumbel-Sinkhorn."""
+    module = importlib.import_module(
+        "pyro_permutations.distributions."
+        + ("partial_gumbel_sinkhorn" if partial else "gumbel_sinkhorn")
+    )
+    seen = []
+    original = module.log_sinkhorn
+
+    def spy(*args, validate=None, **kwargs):
+        seen.append(validate)
+        return original(*args, validate=validate, **kwargs)
+
+    monkeypatch.setattr(module, "log_sinkhorn", spy)
+    log_alpha = torch.randn(3, 3 + partial)
+    if partial:
+        d = PartialGumbelSinkhorn(log_alpha, 1.0, validate_args=validate_args)
+    else:
+        d = GumbelSinkhorn(log_alpha, 1.0, validate_args=validate_args)
+    d.rsample((2,))
+    assert seen == [validate_args]
