@@ -9,10 +9,10 @@
         --out benchmarks/RESULTS-peers-backward.md  # forward plus backward against peers
 
 The quick mode writes to a temporary file unless ``--out`` is given, so that it never
-overwrites the committed results. Peers (POT, lap) are optional: ``pip install -e ".[bench]"``;
-a section whose peer is missing says "not installed". The ``peers`` section's peers (lapx,
-pygmtools, torch-linear-assignment, ott-jax) are the ``peers`` extra, as are
-``peers_backward``'s (pygmtools, ott-jax).
+overwrites the committed results. POT is optional: ``pip install -e ".[bench]"``; lapx (and its
+module ``lap``) is a dependency of the library. A section whose peer is missing says "not
+installed". The ``peers`` section's other peers (pygmtools, torch-linear-assignment, ott-jax)
+are the ``peers`` extra, as are ``peers_backward``'s (pygmtools, ott-jax).
 """
 
 import argparse

@@ -67,7 +67,7 @@ def machine_lines():
             ("numpy", "numpy"),
             ("scipy", "scipy"),
             ("POT", "pot"),
-            ("lap", "lap"),
+            ("lapx", "lapx"),
         ]
     )
     return [

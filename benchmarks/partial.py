@@ -33,7 +33,9 @@ Peers have no tolerance of ours to stop on, so each is given an oracle iteration
 (sweeps, or half-sweeps for pygmtools) doubled from 10 until its error is at most ``tol``
 (at most ``cap``), and only the successful run is timed (the search is not). **Matching**:
 rectangular ``matching(x)`` against ``scipy.optimize.linear_sum_assignment`` in a Python
-loop and ``pygmtools.hungarian``; with unmatched scores against ``pygmtools.hungarian(x,
+loop (its columns stacked into a ``(B, N)`` tensor, the output ``matching`` gives), lapx's
+``lapjvx_batch`` on the costs ``-x`` (padded square with zeros, as lapx does) and
+``pygmtools.hungarian``; with unmatched scores against ``pygmtools.hungarian(x,
 unmatch1=u, unmatch2=v)`` (its ``(N + M)`` square construction); every result is checked to
 have the same total score as ours.
 """
@@ -51,14 +53,14 @@ OURS_TOL = 1e-4
 
 #: Printed under the targets when rectangular matching misses its target.
 WHY_MATCHING = (
-    "Why rectangular matching can miss: both run the same solver "
-    "(`scipy.optimize.linear_sum_assignment`) once per matrix, so the difference is the fixed "
-    "work around it. `matching` validates and protects the input: three passes over the "
-    "scores (the float64 negation, the minimum and maximum of the overflow guard that scales "
-    "scores beyond 1e301 down, and a sum that finds NaN and +inf), and the conversions "
-    "between torch and numpy; the scipy loop does none of that (scipy checks for NaN itself, "
-    "and has no overflow guard). (The row and column reduction that `matching` applies to "
-    "square problems does not speed rectangular ones up, measured, so it is skipped there.)"
+    "Why rectangular matching can miss on small matrices: below 96 rows or columns `matching` "
+    "runs the same solver as the scipy loop (`scipy.optimize.linear_sum_assignment` on the "
+    "scores, once per matrix), so the difference is the fixed work around it, about 11 us a "
+    "call (the checks of shape, dtype and unmatched scores, the conversions between torch and "
+    "numpy) plus two passes over the scores (their minimum and maximum: no NaN, no infinity, "
+    "nothing beyond the overflow guard's 2^1000), which the bare loop does not do. From 96 on "
+    "it runs lapx's Jonker-Volgenant solver on row-reduced costs, which is faster than both "
+    "(the back-ends table of `python -m benchmarks --only matching` shows where each wins)."
 )
 TAU = 0.1
 FULL = {"sizes": [(100, 10, 15), (10, 50, 80), (1, 200, 300)], "cap": 20_000}
@@ -209,14 +211,17 @@ def run(quick, log=print):
         perm = matching(scores)
         ours_total = _totals(scores, perm)
 
-        def scipy_rect(s=scores):
-            return [scipy.optimize.linear_sum_assignment(sb, maximize=True) for sb in s.numpy()]
-
-        t_scipy = median_time(scipy_rect)
-        scipy_total = np.array([sb[r, c].sum() for sb, (r, c) in zip(scores.numpy(), scipy_rect())])
-        assert np.allclose(scipy_total, ours_total)
+        t_scipy = median_time(lambda s=scores: scipy_rect(s))
+        assert np.allclose(_totals(scores, scipy_rect(scores)), ours_total)
         row = [b, n, m, f"{t_ours:.2e}", f"{t_scipy:.2e}"]
         peers = {"scipy": (t_scipy, 0, 0.0)}
+        if lapx_rect is not None:
+            t_lapx = median_time(lambda s=scores: lapx_rect(s))
+            assert np.allclose(_totals(scores, lapx_rect(scores)), ours_total)
+            peers["lapx"] = (t_lapx, 0, 0.0)
+            row.append(f"{t_lapx:.2e}")
+        else:
+            row.append("not installed")
         if pygm is not None:
             t_pygm = median_time(lambda s=scores: pygm.hungarian(s))
             mat = pygm.hungarian(scores)
@@ -274,7 +279,7 @@ def run(quick, log=print):
         "### Matching",
         "",
         table(
-            ["B", "N", "M", "ours s", "scipy loop s", "pygmtools s"]
+            ["B", "N", "M", "ours s", "scipy loop s", "lapx s", "pygmtools s"]
             + ["ours unmatched s", "pygmtools unmatched s"],
             match_rows,
         ),
@@ -298,6 +303,36 @@ def run(quick, log=print):
     if any(v[0] == "rectangular matching" and v[6]["scipy"][0] < v[4] for v in verdicts):
         lines += ["", WHY_MATCHING]
     return "\n".join(lines)
+
+
+def scipy_rect(scores):
+    """The scipy loop's partial permutations ``(B, N)`` (``N <= M``) as a tensor, as ours."""
+    x = scores.numpy()
+    cols = [scipy.optimize.linear_sum_assignment(xb, maximize=True)[1] for xb in x]
+    return torch.from_numpy(np.stack(cols))
+
+
+def _lapx_rect():
+    """lapx's ``lapjvx_batch`` on the costs ``-x`` (padded square with zeros) as a tensor of
+    partial permutations ``(B, N)``, ``N <= M``; ``None`` when lapx is not installed."""
+    try:
+        from lap import lapjvx_batch
+    except ImportError:
+        return None
+
+    def solve(scores):
+        cost = np.negative(scores.numpy())
+        threads = torch.get_num_threads()
+        rows, cols = lapjvx_batch(cost, extend_cost=True, return_cost=False, n_threads=threads)
+        out = np.empty(cost.shape[:2], dtype=np.int64)
+        for b, (r, c) in enumerate(zip(rows, cols)):
+            out[b, r] = c
+        return torch.from_numpy(out)
+
+    return solve
+
+
+lapx_rect = _lapx_rect()
 
 
 def _totals(scores, perm):

@@ -35,7 +35,7 @@ TORCH_SOLVER_DEVICES = ("cuda",)
 #: lapx's Jonker-Volgenant solver (``lap.lapjvx_batch``, float64, exact as scipy's), after a
 #: row reduction, which speeds it up 1.6x-2.1x; smaller ones, and any matrix
 #: with ``-inf`` (forbidden pairs, whose infeasibility lapx does not detect), go to scipy, whose
-#: cost per call is lower. Measured by ``python -m benchmarks --only matching_backends``.
+#: cost per call is lower. Measured by ``python -m benchmarks --only matching`` (back ends).
 LAPX_MIN_SQUARE = 24
 #: The same for rectangular matrices (lapx pads them square with zeros, so it pays later).
 LAPX_MIN_RECTANGULAR = 96
@@ -104,21 +104,28 @@ def _solve(scores, start, stop, out):
     matrix ``b`` with no permutation avoiding its ``-inf`` entries."""
     chunk = scores[start:stop]
     n, m = chunk.shape[-2:]
+    solve = scipy.optimize.linear_sum_assignment
     if n != m and _plain(chunk):
         # Rectangular, finite and in range: scipy maximises the scores as they are (it negates
         # them in C, faster than a copy here, and it has no reduction to gain from).
-        for b in range(start, stop):
-            _store(out, b, *scipy.optimize.linear_sum_assignment(chunk[b - start], maximize=True))
+        if n < m:  # every row matched: scipy's columns are the result
+            out[start:stop] = [solve(x, maximize=True)[1] for x in chunk]
+        else:
+            for b, x in enumerate(chunk, start):
+                _store(out, b, *solve(x, maximize=True))
         return None
     cost = _reduced_costs(chunk)
     if cost is None:
         return start, "invalid"
-    for b in range(start, stop):
+    for b, c in enumerate(cost, start):
         try:
-            rows, cols = scipy.optimize.linear_sum_assignment(cost[b - start])
+            rows, cols = solve(c)
         except ValueError:
             return b, "infeasible"
-        _store(out, b, rows, cols)
+        if n <= m:
+            out[b] = cols
+        else:
+            _store(out, b, rows, cols)
     return None
 
 

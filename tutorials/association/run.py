@@ -90,6 +90,17 @@ def _fit(config, frame, seed):
     )
 
 
+def rounded_pmf(fitted, table, samples, seed):
+    """Empirical pmf over ``table``'s partial matchings of ``samples`` guide samples."""
+    torch.manual_seed(seed)
+    draws = fitted.sample((samples,))
+    hit = (draws[:, None, :] == table[None]).all(-1)
+    if not bool(hit.any(-1).all()):
+        raise AssertionError("a sample is not in the table of partial matchings")
+    index = hit.double().argmax(-1)
+    return torch.bincount(index, minlength=table.shape[0]).double() / samples
+
+
 def run_small(config, k, seed):
     args = (config["p_detect"], config["clutter_rate"], config["sigma"])
     frames, figure = [], None
@@ -99,10 +110,7 @@ def run_small(config, k, seed):
         fitted, loss = _fit(config, frame, seed)
         seconds = time.perf_counter() - start
         table = all_partial_perms(k, frame["detections"].shape[0])
-        torch.manual_seed(seed)
-        draws = fitted.sample((config["samples"],))
-        index = (draws[:, None, :] == table[None]).all(-1).double().argmax(-1)
-        empirical = torch.bincount(index, minlength=table.shape[0]).double() / config["samples"]
+        empirical = rounded_pmf(fitted, table, config["samples"], seed)
         generator = torch.Generator().manual_seed(seed)
         floor = sampling_noise_floor(exact, config["samples"], generator=generator)
         mode = table[exact.argmax()]

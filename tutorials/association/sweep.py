@@ -49,17 +49,6 @@ def small_frames(config):
                 yield seed, frame
 
 
-def rounded_pmf(fitted, table, samples, seed):
-    """Empirical pmf over ``table``'s partial matchings of ``samples`` guide samples."""
-    torch.manual_seed(seed)
-    draws = fitted.sample((samples,))
-    hit = (draws[:, None, :] == table[None]).all(-1)
-    if not bool(hit.any(-1).all()):
-        raise AssertionError("a sample is not in the table of partial matchings")
-    index = hit.double().argmax(-1)
-    return torch.bincount(index, minlength=table.shape[0]).double() / samples
-
-
 def incidence(table, m):
     """``(C, N M + N + M)``: which entries (pairs, row dustbins, column dustbins) each partial
     matching of ``table`` scores."""
@@ -153,7 +142,7 @@ def score_setting(index):
         fit.update({"init": "zero", "particles": 1}, **overrides)
         for (seed, frame), exact, table in zip(frames, exacts, tables):
             fitted, _ = A.fit_guide(frame, *args, seed=seed, **fit)
-            h.append(float(hellinger_distance(exact, rounded_pmf(fitted, table, SAMPLES, seed))))
+            h.append(float(hellinger_distance(exact, R.rounded_pmf(fitted, table, SAMPLES, seed))))
     row = (name, *_mean_se(h), (time.perf_counter() - start) / len(frames))
     print(f"{row[0]}: {row[1]:.3f} ± {row[2]:.3f} ({row[3]:.1f} s/frame)", flush=True)
     return row
