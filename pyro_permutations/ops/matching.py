@@ -40,6 +40,11 @@ LAPX_MIN_SQUARE = 24
 #: The same for rectangular matrices (lapx pads them square with zeros, so it pays later).
 LAPX_MIN_RECTANGULAR = 96
 
+#: lapx's own threads are used only for matrices of at least this many entries: for small
+#: ones they cost more than they save (B, N = 1000, 50: 0.066 s on two threads against 0.029 s
+#: on one; 100, 200: 0.026 s against 0.042 s).
+LAPX_THREADS_MIN_ENTRIES = 10_000
+
 try:  # lapx installs the module ``lap``; the older ``lap`` package has no batch solver
     from lap import lapjvx_batch as _lapjvx_batch
 except ImportError:
@@ -164,7 +169,8 @@ def _solve_lapx(scores, workers):
     batch, n, m = scores.shape
     side = -1 if n <= m else -2
     cost = np.subtract(scores.max(axis=side, keepdims=True), scores, dtype=np.float64)
-    rows, cols = _lapjvx_batch(cost, extend_cost=n != m, return_cost=False, n_threads=workers)
+    threads = workers if n * m >= LAPX_THREADS_MIN_ENTRIES else 1
+    rows, cols = _lapjvx_batch(cost, extend_cost=n != m, return_cost=False, n_threads=threads)
     out = np.full((batch, n), -1, dtype=np.int64)
     for b in range(batch):
         out[b, rows[b]] = cols[b]
