@@ -28,8 +28,8 @@ PARALLEL_MIN_ENTRIES = 250_000
 MAX_COST_EXPONENT = 1000
 #: Scores on these devices are solved there by the batched torch solver of
 #: :mod:`pyro_permutations.ops._assignment_torch` (exact, as scipy's); elsewhere they go to
-#: scipy on the CPU, which is faster there at every measured shape (``python -m benchmarks
-#: --only peers``).
+#: lapx or scipy on the CPU, which are faster there at every measured shape (``python -m
+#: benchmarks --only peers``).
 TORCH_SOLVER_DEVICES = ("cuda",)
 #: CPU matrices with all scores finite and at least this many rows or columns, square, go to
 #: lapx's Jonker-Volgenant solver (``lap.lapjvx_batch``, float64, exact as scipy's), after a
@@ -251,11 +251,12 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     and otherwise (small matrices, ``-inf`` entries, or lapx not installed) by
     :func:`scipy.optimize.linear_sum_assignment` (shortest augmenting paths), each after
     subtracting row (and column) minima of the costs, which leaves the solution unchanged and
-    speeds the solver up; a large batch is split over ``torch.get_num_threads()`` threads, since
-    both solvers release the GIL. CUDA tensors are solved on the device, with no copy to the CPU,
-    by a batched shortest-augmenting-path solver written in torch (as exact as scipy's; see
-    :mod:`pyro_permutations.ops._assignment_torch`). Convention: ``perm[..., i] = j`` means
-    row ``i`` goes to column ``j``, i.e. ``P[..., i, perm[i]] = 1``.
+    speeds the solver up; a large batch runs on ``torch.get_num_threads()`` threads (scipy's
+    solver releases the GIL; lapx has threads of its own). CUDA tensors are solved on the
+    device, with no copy to the CPU, by a batched shortest-augmenting-path solver written in
+    torch (as exact as scipy's; see :mod:`pyro_permutations.ops._assignment_torch`).
+    Convention: ``perm[..., i] = j`` means row ``i`` goes to column ``j``, i.e.
+    ``P[..., i, perm[i]] = 1``.
     It is the zero-temperature limit of the Sinkhorn operator, ``M(X) = lim S(X / tau)``, and
     rounds a soft (e.g. doubly stochastic) matrix to a permutation. Ties are broken by the
     solver (deterministically); with continuous random scores they have probability zero.
