@@ -7,7 +7,8 @@ the same tensor and returns ``(B, N)`` permutations, checked to be identical to 
   whole batch with row (and, for scipy, column) minima subtracted (the solution is unchanged,
   the solver faster), then lapx's ``lapjvx_batch`` (``N >= 24``) or
   ``scipy.optimize.linear_sum_assignment`` on each matrix (``N < 24``), over
-  ``torch.get_num_threads()`` threads for large batches (both solvers release the GIL);
+  ``torch.get_num_threads()`` threads for large batches (scipy's solver releases the GIL,
+  lapx has threads of its own);
   timed with 1 thread and with one per core (torch's default).
 - **scipy loop**: ``x.numpy()`` once, then ``linear_sum_assignment(x[b], maximize=True)`` for
   each ``b`` in a Python loop.

@@ -41,6 +41,7 @@ import scipy.optimize
 import torch
 
 from benchmarks._common import doc_markdown, median_time, table, timed, version
+from benchmarks.matching import with_lapx_from
 from benchmarks.sinkhorn_forward import TOL, plain_loop, pot_solver, run_pot, sweep_budget
 from pyro_permutations.ops import log_sinkhorn, marginal_error, matching
 
@@ -89,20 +90,9 @@ def torch_threads(threads):
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def scipy_only():
-    """``matching`` with its lapx path switched off: every CPU matrix goes to scipy."""
-    before = matching_module.LAPX_MIN_SQUARE, matching_module.LAPX_MIN_RECTANGULAR
-    matching_module.LAPX_MIN_SQUARE = matching_module.LAPX_MIN_RECTANGULAR = 2**62
-    try:
-        yield
-    finally:
-        matching_module.LAPX_MIN_SQUARE, matching_module.LAPX_MIN_RECTANGULAR = before
-
-
 def ours_scipy(x):
-    with scipy_only():
-        return matching(x)
+    """``matching`` with its lapx path switched off: every CPU matrix goes to scipy."""
+    return with_lapx_from(2**62, lambda: matching(x))
 
 
 @contextlib.contextmanager
