@@ -168,5 +168,34 @@ def _child(spec):
     print(json.dumps(results))
 
 
+def fastest_peer_verdict(t_ours, ours_reached, peers, target):
+    """The target line's verdict against the fastest peer.
+
+    ``peers`` maps a name to ``(seconds, reached)``: its time, and whether it reached the
+    tolerance within its cap. A peer that stopped at its cap unconverged would have taken
+    longer, so ``seconds / t_ours`` is a lower bound of its ratio (marked ``>``). The verdict
+    is the smallest ratio over all peers: "met" when it is at least ``target`` (a lower bound
+    at least ``target`` decides it too), "MISSED" when a peer that reached the tolerance is
+    below it, "undecided" when only a capped peer is below it.
+    """
+    if not ours_reached:
+        return "(MISSED: ours did not reach the tolerance)"
+    if not peers:
+        return "(undecided: no peer ran)"
+    reached = {k: t for k, (t, ok) in peers.items() if ok}
+    if reached and min(reached.values()) < target * t_ours:
+        name = min(reached, key=reached.get)
+        ratio = reached[name] / t_ours
+        short = f"{target / ratio:.1f}x short of {target:g}x"
+        return f"fastest peer {name}: {ratio:.1f}x (MISSED: {short})"
+    name = min(peers, key=lambda k: peers[k][0])
+    seconds, reached_ = peers[name]
+    ratio = seconds / t_ours
+    what = "fastest peer" if reached_ else "fastest peer (stopped at its cap unconverged)"
+    if ratio >= target:
+        return f"{what} {name}: {'' if reached_ else '>'}{ratio:.1f}x (met)"
+    return f"{what} {name}: >{ratio:.1f}x (undecided: it hit its cap first)"
+
+
 if __name__ == "__main__":
     _child(json.loads(sys.argv[1]))

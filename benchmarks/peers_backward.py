@@ -43,7 +43,14 @@ import os
 import numpy as np
 import torch
 
-from benchmarks._common import doc_markdown, median_time, table, timed, version
+from benchmarks._common import (
+    doc_markdown,
+    fastest_peer_verdict,
+    median_time,
+    table,
+    timed,
+    version,
+)
 from benchmarks.sinkhorn_forward import TOL, plain_loop, sweep_budget
 from pyro_permutations.ops import log_sinkhorn, marginal_error
 
@@ -259,27 +266,15 @@ def _cell(result):
 
 
 def _verdict(results):
-    """The target line's verdict: the smallest ratio (peer time / ours) over the peers that
-    reached the tolerance, and over those that ran to their cap (a lower bound there)."""
+    """The verdict over the peers that reached the tolerance and those that ran to their cap
+    (a lower bound there); a peer that raised or was not run takes no part."""
     t_ours, _, err_ours, _, _ = results["ours"]
-    if err_ours > TOL:
-        return "(MISSED: ours did not reach the tolerance)"
-    ratios = {}
-    for name, r in results.items():
-        if name == "ours" or r is None or r[0] is None or r[3] is None:
-            continue
-        ratios[name] = (r[0] / t_ours, r[2] <= TOL)
-    if not ratios:
-        return "(undecided: no peer ran)"
-    name = min(ratios, key=lambda k: ratios[k][0])
-    ratio, reached = ratios[name]
-    mark = "" if reached else ">"
-    what = "fastest peer" if reached else "fastest peer (stopped at its cap unconverged)"
-    if ratio >= TARGET:
-        return f"{what} {name}: {mark}{ratio:.1f}x (met)"
-    if not reached:
-        return f"{what} {name}: >{ratio:.1f}x (undecided: it hit its cap first)"
-    return f"{what} {name}: {ratio:.1f}x (MISSED: {TARGET / ratio:.1f}x short of {TARGET:g}x)"
+    peers = {
+        name: (r[0], r[2] <= TOL)
+        for name, r in results.items()
+        if name != "ours" and r is not None and r[0] is not None and r[3] is not None
+    }
+    return fastest_peer_verdict(t_ours, err_ours <= TOL, peers, TARGET)
 
 
 def run(quick, log=print):

@@ -31,24 +31,22 @@ MAX_COST_EXPONENT = 1000
 #: lapx or scipy on the CPU, which are faster there at every measured shape (``python -m
 #: benchmarks --only peers``).
 TORCH_SOLVER_DEVICES = ("cuda",)
-#: CPU matrices with all scores finite and at least this many rows or columns, square, go to
-#: lapx's Jonker-Volgenant solver (``lap.lapjvx_batch``, float64, exact as scipy's), after a
-#: row reduction, which speeds it up 1.6x-2.1x; smaller ones, and any matrix
-#: with ``-inf`` (forbidden pairs, whose infeasibility lapx does not detect), go to scipy, whose
-#: cost per call is lower. Measured by ``python -m benchmarks --only matching`` (back ends).
-LAPX_MIN_SQUARE = 24
-#: The same for rectangular matrices (lapx pads them square with zeros, so it pays later).
-LAPX_MIN_RECTANGULAR = 96
+#: CPU matrices go to lapx's Jonker-Volgenant solver (``lap.lapjvr_batch``, lapx >= 0.11.1,
+#: in float64: exact, as scipy's, and it reports infeasible ``-inf`` patterns) unless their
+#: scores hold NaN or ``+inf`` or exceed ``2^MAX_COST_EXPONENT``, which go to scipy, as does
+#: everything when this is ``False`` or lapx is not importable. lapx is faster at every
+#: measured size, 2x-10x on small and rectangular matrices (``python -m benchmarks --only
+#: matching``, back ends).
+USE_LAPX = True
 
 #: lapx's own threads are used only for matrices of at least this many entries: for small
-#: ones they cost more than they save (B, N = 1000, 50: 0.066 s on two threads against 0.029 s
-#: on one; 100, 200: 0.026 s against 0.042 s).
+#: ones they cost more than they save.
 LAPX_THREADS_MIN_ENTRIES = 10_000
 
 try:  # lapx installs the module ``lap``; the older ``lap`` package has no batch solver
-    from lap import lapjvx_batch as _lapjvx_batch
+    from lap import lapjvr_batch as _lapjvr_batch
 except ImportError:
-    _lapjvx_batch = None
+    _lapjvr_batch = None
 
 
 def _scaled_down(cost):
@@ -151,29 +149,72 @@ def _store(out, b, rows, cols):
         out[b, rows] = cols
 
 
-def _use_lapx(shape):
-    """Whether matrices of ``shape`` ``(B, N, M)`` go to lapx when their scores are finite."""
-    n, m = shape[-2:]
-    least = LAPX_MIN_SQUARE if n == m else LAPX_MIN_RECTANGULAR
-    return _lapjvx_batch is not None and max(n, m) >= least
+def _lapx_costs(scores):
+    """Float64 costs ``(B, N, M)`` (a numpy array) for lapx from the CPU ``scores`` tensor
+    ``(B, N, M)``, or ``None`` when scipy's path must take them: NaN or ``+inf`` scores (its
+    errors name them), finite ones beyond ``+-2^MAX_COST_EXPONENT`` (it scales them down), or
+    a square matrix with a row of ``-inf`` only (it names the matrix with no matching), or no
+    entries at all.
 
-
-def _solve_lapx(scores, workers):
-    """Permutations ``(B, N)`` (``-1``: unmatched) maximising ``scores`` ``(B, N, M)``, finite
-    and within ``+-2^MAX_COST_EXPONENT`` (a numpy array), by lapx on ``workers`` threads.
-
-    The costs are reduced along the side that is fully matched, the rows when ``N <= M``
-    (``C_ij = max_k X_ik - X_ij``, in float64, one pass), else the columns. Reducing the other
-    side too, as for scipy, gains nothing here (measured at ``N = 50, 200, 2000``).
+    Square: ``C_ij = max_k X_ik - X_ij``, the row reduction (every row is matched, so it shifts
+    every total alike); from these zeros lapx finds its paths sooner, 1.3x-1.9x faster at
+    ``N = 50`` to ``2000``. Rectangular: ``C = -X`` (reducing gains nothing there). Forbidden
+    pairs (``-inf`` scores) are ``+inf`` costs, which lapx avoids, and it raises when no
+    matching avoids them. Three passes over the scores (torch's reductions along short rows are
+    faster than numpy's, numpy's whole-array minimum and maximum faster than torch's);
+    ``-inf`` entries cost one or two more.
     """
-    batch, n, m = scores.shape
-    side = -1 if n <= m else -2
-    cost = np.subtract(scores.max(axis=side, keepdims=True), scores, dtype=np.float64)
-    threads = workers if n * m >= LAPX_THREADS_MIN_ENTRIES else 1
-    rows, cols = _lapjvx_batch(cost, extend_cost=n != m, return_cost=False, n_threads=threads)
+    n, m = scores.shape[-2:]
+    if scores.numel() == 0:  # nothing to solve: scipy's path gives the empty result
+        return None
+    limit = 2.0**MAX_COST_EXPONENT
+    if n != m:
+        x = scores.numpy()
+        low, high = float(x.min()), float(x.max())  # NaN propagates
+        if not high <= limit:  # NaN, +inf, or too large
+            return None
+        if not low >= -limit:  # -inf (forbidden pairs), or NaN, or too large
+            finite = torch.isfinite(scores)
+            if not bool((finite | torch.isneginf(scores)).all()):
+                return None
+            if torch.where(finite, scores, 0).amin().item() < -limit:
+                return None
+        return np.negative(x, dtype=np.float64, order="C")  # +inf at forbidden pairs
+    cost = scores.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
+    top = cost.amax(-1, keepdim=True)  # NaN and +inf propagate; -inf for a forbidden row
+    low, high = (v.item() for v in torch.aminmax(top))
+    if not (-limit <= low and high <= limit):  # NaN fails every comparison
+        return None
+    torch.sub(top, cost, out=cost)  # in [0, 2^1001], or +inf at forbidden pairs
+    if cost.max().item() <= 2 * limit:
+        return cost.numpy()
+    # +inf costs: forbidden pairs, or finite scores below -2^1000 whose differences
+    # overflowed (their rows' maxima are finite, so NaN and +inf scores are ruled out).
+    low = torch.where(torch.isfinite(scores), scores, 0).amin()
+    return cost.numpy() if low.item() >= -limit else None
+
+
+def _solve_lapx(cost, workers):
+    """Partial permutations ``(B, N)`` (``-1``: unmatched) minimising ``cost`` ``(B, N, M)``
+    (from :func:`_lapx_costs`) by lapx on ``workers`` threads; ``None`` when lapx finds some
+    matrix without a matching of ``min(N, M)`` allowed pairs (scipy's path then names it)."""
+    batch, n, m = cost.shape
     out = np.full((batch, n), -1, dtype=np.int64)
-    for b in range(batch):
-        out[b, rows[b]] = cols[b]
+    if batch == 0 or min(n, m) == 0:
+        return out
+    threads = workers if n * m >= LAPX_THREADS_MIN_ENTRIES else 1
+    try:
+        rows, cols = _lapjvr_batch(
+            cost, extend_cost=n != m, return_cost=False, n_threads=threads, precision="float64"
+        )
+    except ValueError:  # infeasible, or (not within 2^1001) its reduced costs overflow
+        return None
+    # min(N, M) pairs per matrix, rows in increasing order: for N <= M the columns are the
+    # result (one concatenation, much faster than stacking B small arrays).
+    cols = np.concatenate(cols).reshape(batch, -1)
+    if n <= m:
+        return cols
+    out[np.arange(batch)[:, None], np.concatenate(rows).reshape(batch, -1)] = cols
     return out
 
 
@@ -182,8 +223,6 @@ def _solve_batch(scores, workers):
     in ``workers`` contiguous chunks on threads, and the first problem met (see ``_solve``)."""
     batch, n = scores.shape[0], scores.shape[-2]
     workers = max(1, min(workers, batch))
-    if _use_lapx(scores.shape) and _plain(scores):
-        return _solve_lapx(scores, workers), None
     out = np.empty((batch, n), dtype=np.int64)
     if workers == 1:
         return out, _solve(scores, 0, batch, out)
@@ -245,16 +284,16 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
         M(X) = \\arg\\max_{P \\in \\mathcal{P}_N} \\langle P, X \\rangle_F
              = \\arg\\max_{\\mathrm{perm}} \\sum_{i=0}^{N-1} X_{i, \\mathrm{perm}(i)}
 
-    This is the linear assignment problem, solved exactly for each matrix in the batch on CPU
-    by lapx's Jonker-Volgenant solver (``lap.lapjvx_batch``, float64) for matrices of at least
-    ``LAPX_MIN_SQUARE`` (square) or ``LAPX_MIN_RECTANGULAR`` rows or columns with finite scores,
-    and otherwise (small matrices, ``-inf`` entries, or lapx not installed) by
-    :func:`scipy.optimize.linear_sum_assignment` (shortest augmenting paths), each after
-    subtracting row (and column) minima of the costs, which leaves the solution unchanged and
-    speeds the solver up; a large batch runs on ``torch.get_num_threads()`` threads (scipy's
-    solver releases the GIL; lapx has threads of its own). CUDA tensors are solved on the
-    device, with no copy to the CPU, by a batched shortest-augmenting-path solver written in
-    torch (as exact as scipy's; see :mod:`pyro_permutations.ops._assignment_torch`).
+    This is the linear assignment problem, solved exactly for each matrix in the batch. On
+    CPU it goes to lapx's Jonker-Volgenant solver (``lap.lapjvr_batch``, in float64) after a
+    row reduction of the costs (which leaves the solution unchanged and speeds the solver up);
+    scores with NaN, ``+inf`` or entries beyond ``+-2^1000`` (and everything when lapx is not
+    importable) go to :func:`scipy.optimize.linear_sum_assignment`, which names the problem
+    or, for huge scores, solves them scaled down. A large batch runs on
+    ``torch.get_num_threads()`` threads (lapx's own; scipy's solver releases the GIL). CUDA
+    tensors are solved on the device, with no copy to the CPU, by a batched
+    shortest-augmenting-path solver written in torch (as exact as scipy's; see
+    :mod:`pyro_permutations.ops._assignment_torch`).
     Convention: ``perm[..., i] = j`` means row ``i`` goes to column ``j``, i.e.
     ``P[..., i, perm[i]] = 1``.
     It is the zero-temperature limit of the Sinkhorn operator, ``M(X) = lim S(X / tau)``, and
@@ -327,9 +366,13 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     if in_torch:
         out, problem = _assignment_torch.maximise_batch(flat)
     else:
-        flat = flat.numpy()
-        parallel = flat.shape[0] > 1 and flat.size >= PARALLEL_MIN_ENTRIES
-        out, problem = _solve_batch(flat, torch.get_num_threads() if parallel else 1)
+        parallel = flat.shape[0] > 1 and flat.numel() >= PARALLEL_MIN_ENTRIES
+        workers = torch.get_num_threads() if parallel else 1
+        cost = _lapx_costs(flat) if USE_LAPX and _lapjvr_batch is not None else None
+        out = None if cost is None else _solve_lapx(cost, workers)
+        problem = None
+        if out is None:
+            out, problem = _solve_batch(flat.numpy(), workers)
         out = torch.from_numpy(out)
     if problem is not None and problem[1] == "invalid":
         check_scores(scores, "scores", allow_neg_inf=True, square=False)  # raises: NaN, +inf

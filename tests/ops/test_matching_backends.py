@@ -1,7 +1,8 @@
 """The two CPU back ends of ``matching``: scipy's shortest augmenting paths and lapx's
 Jonker-Volgenant solver. Each must reach scipy's optimal total (computed here directly by
-``scipy.optimize.linear_sum_assignment`` on the float64 scores) on random, tied, rectangular
-and huge scores; lapx must only be given what it handles (finite scores, large enough)."""
+``scipy.optimize.linear_sum_assignment`` on the float64 scores) on random, tied, rectangular,
+forbidden-pair and huge scores; lapx must only be given what it handles (no NaN, no ``+inf``,
+nothing beyond the overflow guard), and infeasible patterns get scipy's error."""
 
 import importlib
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from pyro_permutations.ops import matching
 
 matching_module = importlib.import_module("pyro_permutations.ops.matching")
-HAVE_LAPX = matching_module._lapjvx_batch is not None
+HAVE_LAPX = matching_module._lapjvr_batch is not None
 BACKENDS = [
     "scipy",
     pytest.param("lapx", marks=pytest.mark.skipif(not HAVE_LAPX, reason="lapx not installed")),
@@ -24,10 +25,8 @@ BACKENDS = [
 
 @pytest.fixture(params=BACKENDS)
 def backend(request, monkeypatch):
-    """Every matrix to the given back end, whatever its size."""
-    least = 0 if request.param == "lapx" else 10**9
-    monkeypatch.setattr(matching_module, "LAPX_MIN_SQUARE", least)
-    monkeypatch.setattr(matching_module, "LAPX_MIN_RECTANGULAR", least)
+    """Every matrix to the given back end."""
+    monkeypatch.setattr(matching_module, "USE_LAPX", request.param == "lapx")
     return request.param
 
 
@@ -88,39 +87,65 @@ def test_lapx_path_agrees_with_scipy_on_any_small_shape(n, m, seed, levels):
         scores = torch.randn(3, n, m, generator=g, dtype=torch.float64)
     else:
         scores = torch.randint(0, levels, (3, n, m), generator=g).double()
-    check_optimal(scores, torch.from_numpy(matching_module._solve_lapx(scores.numpy(), 1)))
+    cost = matching_module._lapx_costs(scores)
+    check_optimal(scores, torch.from_numpy(matching_module._solve_lapx(cost, 1)))
+
+
+@pytest.mark.parametrize("shape", [(5, 12, 12), (5, 9, 14), (5, 14, 9)])
+def test_forbidden_pairs_are_avoided_at_the_optimum(backend, shape):
+    """Random ``-inf`` patterns that leave a matching: the optimum over the allowed pairs."""
+    g = torch.Generator().manual_seed(7)
+    scores = torch.randn(shape, generator=g, dtype=torch.float64)
+    scores[torch.rand(shape, generator=g) < 0.5] = float("-inf")
+    keep = torch.randperm(max(shape[1:]), generator=g)
+    for b in range(shape[0]):  # one allowed matching of min(N, M) pairs in every matrix
+        rows = torch.arange(min(shape[1:]))
+        if shape[1] <= shape[2]:
+            scores[b, rows, keep[rows]] = torch.randn(len(rows), generator=g, dtype=torch.float64)
+        else:
+            scores[b, keep[rows], rows] = torch.randn(len(rows), generator=g, dtype=torch.float64)
+    perm = matching(scores)
+    matched = perm >= 0
+    picked = scores.gather(-1, perm.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert torch.isfinite(picked[matched]).all()
+    check_optimal(torch.where(torch.isinf(scores), -1e6, scores), perm)
 
 
 @pytest.mark.skipif(not HAVE_LAPX, reason="lapx not installed")
-def test_lapx_is_given_only_finite_scores_of_large_enough_matrices(monkeypatch):
-    """Forbidden pairs go to scipy, which detects infeasibility (lapx would return a matching
-    through a forbidden pair); small matrices go to scipy, whose calls cost less."""
+def test_lapx_is_given_all_but_nan_infinite_and_huge_scores(monkeypatch):
+    """lapx gets finite scores and forbidden pairs of every size; NaN and ``+inf`` go to
+    scipy's path (whose errors name them), as do scores beyond ``2^1000`` (scaled down there);
+    an infeasible pattern (lapx raises) is named by scipy's path."""
     calls = []
-    solver = matching_module._lapjvx_batch
+    solver = matching_module._lapjvr_batch
 
     def spy(cost, **kwargs):
         calls.append(cost.shape)
         return solver(cost, **kwargs)
 
-    monkeypatch.setattr(matching_module, "_lapjvx_batch", spy)
+    monkeypatch.setattr(matching_module, "_lapjvr_batch", spy)
     g = torch.Generator().manual_seed(5)
-    big = matching_module.LAPX_MIN_SQUARE
-    matching(torch.randn(2, big, big, generator=g))
-    assert calls == [(2, big, big)]
-    matching(torch.randn(2, big - 1, big - 1, generator=g))
-    wide = matching_module.LAPX_MIN_RECTANGULAR
-    matching(torch.randn(wide - 2, wide - 1, generator=g))
-    assert len(calls) == 1
-    matching(torch.randn(wide // 2, wide, generator=g))
-    assert calls[-1] == (1, wide // 2, wide)
-    scores = torch.randn(2, big, big, generator=g)
+    for shape in [(2, 3, 3), (4, 5), (7, 2), (1, 1)]:
+        matching(torch.randn(shape, generator=g))
+        assert calls[-1] == (1,) * (3 - len(shape)) + shape
+    scores = torch.randn(2, 6, 6, generator=g)
     scores[1, 0, 3] = float("-inf")
-    perm = matching(scores)
-    assert len(calls) == 2 and perm[1, 0] != 3
-    scores[1, :, 3] = float("-inf")
+    assert matching(scores)[1, 0] != 3 and len(calls) == 5
+    scores[1, :, 3] = float("-inf")  # column 3 forbidden everywhere: lapx raises
     with pytest.raises(ValueError, match=r"scores\[1\] has no perfect matching"):
         matching(scores)
-    assert len(calls) == 2
+    assert len(calls) == 6
+    scores[1, 2, :] = float("-inf")  # a whole row forbidden: not given to lapx
+    with pytest.raises(ValueError, match=r"scores\[1\] has no perfect matching"):
+        matching(scores)
+    for value in (float("nan"), float("inf")):
+        bad = torch.randn(6, 8, generator=g)
+        bad[2, 3] = value
+        with pytest.raises(ValueError):
+            matching(bad)
+    huge = torch.randn(3, 6, 6, generator=g, dtype=torch.float64) * 2.0**1010
+    matching(huge)
+    assert len(calls) == 6
 
 
 @pytest.mark.skipif(not HAVE_LAPX, reason="lapx not installed")
