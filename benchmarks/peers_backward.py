@@ -21,8 +21,8 @@ most 1e-3. Column "grad diff" is each gradient's relative difference (Frobenius)
   on ``Geometry(cost_matrix=-x, epsilon=1)`` with its default implicit differentiation
   (``ImplicitDiff``), ``jax.jit(jax.vmap(...))`` on jax's CPU backend, compile time apart.
   Three settings: **default**, its ``ImplicitDiff`` (lineax ``NormalCG`` on the
-  non-symmetric Schur complement) with ``rtol=1e-4, atol=1e-6`` (its own ``1e-6`` fails to
-  converge in float32 and raises); **CG**, ``ImplicitDiff(symmetric=True,
+  non-symmetric Schur complement) with ``rtol=1e-3, atol=1e-5`` (its own ``1e-6``, and
+  ``1e-4, 1e-6``, fail to converge in float32 on some inputs: lineax raises); **CG**, ``ImplicitDiff(symmetric=True,
   precondition_fun=identity, solver_kwargs={{ridge_kernel: 1}})``, conjugate gradients on
   the symmetric system with its null direction removed (as ours), the same tolerances;
   **momentum CG**, that with adaptive momentum (``Momentum(start=20,
@@ -133,7 +133,10 @@ def _ott():
         from ott.solvers.linear.implicit_differentiation import ImplicitDiff
     except ImportError:
         return dict.fromkeys(names)
-    tolerances = {"rtol": 1e-4, "atol": 1e-6}  # its defaults (1e-6) fail in float32
+    # Its defaults (1e-6) fail in float32, as do 1e-4 / 1e-6 on some matrix of a batch of
+    # 1000 at N = 10 and at N = 1000 (lineax raises); these pass there, with gradients within
+    # 3e-4 of ours at tol 1e-5.
+    tolerances = {"rtol": 1e-3, "atol": 1e-5}
     cg = ImplicitDiff(  # the symmetric Schur system by CG, its null direction removed
         symmetric=True,
         precondition_fun=lambda v: v,
