@@ -195,8 +195,8 @@ def _check_feasible(log_alpha):
     """Every row and column keeps a finite entry, and some permutation avoids all ``-inf``.
 
     Decided first by :func:`_known_feasible` (the identity and the permutations found for
-    earlier inputs of this shape: a fixed mask of forbidden pairs costs scipy once); only the
-    matrices it leaves open go to :func:`~pyro_permutations.ops.matching`, whose permutations
+    earlier inputs of this shape: a fixed mask of forbidden pairs costs one assignment solve);
+    only the matrices it leaves open go to :func:`~pyro_permutations.ops.matching`, whose permutations
     are then remembered.
     """
     x = log_alpha.detach().reshape((-1,) + log_alpha.shape[-2:])
