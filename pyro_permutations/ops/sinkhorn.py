@@ -196,8 +196,8 @@ def _check_feasible(log_alpha):
 
     Decided first by :func:`_known_feasible` (the identity and the permutations found for
     earlier inputs of this shape: a fixed mask of forbidden pairs costs one assignment solve);
-    only the matrices it leaves open go to :func:`~pyro_permutations.ops.matching`, whose permutations
-    are then remembered.
+    only the matrices it leaves open go to :func:`~pyro_permutations.ops.matching`, whose
+    permutations are then remembered.
     """
     x = log_alpha.detach().reshape((-1,) + log_alpha.shape[-2:])
     open_ = _known_feasible(x)
