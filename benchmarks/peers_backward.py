@@ -22,7 +22,8 @@ most 1e-3. Column "grad diff" is each gradient's relative difference (Frobenius)
   (``ImplicitDiff``), ``jax.jit(jax.vmap(...))`` on jax's CPU backend, compile time apart.
   Three settings: **default**, its ``ImplicitDiff`` (lineax ``NormalCG`` on the
   non-symmetric Schur complement) with ``rtol=1e-3, atol=1e-5`` (its own ``1e-6``, and
-  ``1e-4, 1e-6``, fail to converge in float32 on some inputs: lineax raises); **CG**, ``ImplicitDiff(symmetric=True,
+  ``1e-4, 1e-6``, fail to converge in float32 on some inputs: lineax raises); **CG**,
+  ``ImplicitDiff(symmetric=True,
   precondition_fun=identity, solver_kwargs={{ridge_kernel: 1}})``, conjugate gradients on
   the symmetric system with its null direction removed (as ours), the same tolerances;
   **momentum CG**, that with adaptive momentum (``Momentum(start=20,
