@@ -200,9 +200,8 @@ def _solve_lapx(cost, workers):
     (from :func:`_lapx_costs`) by lapx on ``workers`` threads; ``None`` when lapx finds some
     matrix without a matching of ``min(N, M)`` allowed pairs (scipy's path then names it)."""
     batch, n, m = cost.shape
-    out = np.full((batch, n), -1, dtype=np.int64)
     if batch == 0 or min(n, m) == 0:
-        return out
+        return np.full((batch, n), -1, dtype=np.int64)
     threads = workers if n * m >= LAPX_THREADS_MIN_ENTRIES else 1
     try:
         rows, cols = _lapjvr_batch(
@@ -215,6 +214,7 @@ def _solve_lapx(cost, workers):
     cols = np.concatenate(cols).reshape(batch, -1)
     if n <= m:
         return cols
+    out = np.full((batch, n), -1, dtype=np.int64)
     out[np.arange(batch)[:, None], np.concatenate(rows).reshape(batch, -1)] = cols
     return out
 
