@@ -130,9 +130,17 @@ def test_cli_end_to_end_resumes_and_refuses_a_corrupt_store(tmp_path, monkeypatc
     records = data["records"]
     # 10 data settings (6 of the tolerance sweep, 4 more of the known sweep) x 2 methods.
     assert len(records) == 20
-    for name in ("tables.md", "summary.csv", "time.csv", "accuracy_vs_candidates.png"):
+    for name in (
+        "tables.md",
+        "summary.csv",
+        "time.csv",
+        "spread.csv",
+        "accuracy_vs_candidates.png",
+        "spread_vs_time.png",
+    ):
         assert (out / name).stat().st_size > 0
-    assert "Tolerance sweep, J = 5" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Tolerance sweep, J = 5" in printed and "Posterior spread against wall clock" in printed
     # MAP on five worms at the tightest tolerance gets most labels right.
     best = [r for r in records if r["method"] == "map" and r["worms"] == 5 and r["nu"] == 0.01]
     assert best[0]["accuracy"] >= 0.8

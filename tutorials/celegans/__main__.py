@@ -25,7 +25,11 @@ import torch  # noqa: E402
 
 from tutorials.celegans import run as R  # noqa: E402
 from tutorials.celegans.experiment import METHODS  # noqa: E402
-from tutorials.celegans.figures import save_elbo_figure, save_figures  # noqa: E402
+from tutorials.celegans.figures import (  # noqa: E402
+    save_elbo_figure,
+    save_figures,
+    save_spread_figure,
+)
 from tutorials.checkpoint import CheckpointError  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -86,16 +90,23 @@ def main(argv=None):
     rows = R.summarize(store)
     trows = R.time_rows(store)
     n = next(iter(store.records.values()))["n"] if store.records else config["n"]
+    srows = R.spread_rows(store)
     tables = R.markdown_tables(rows, config, n) + "\n" + R.time_table(trows)
+    if srows:
+        tables += "\n" + R.spread_table(srows)
     (out / "tables.md").write_text(tables)
     R.write_csv(rows, out / "summary.csv")
     R.write_csv(trows, out / "time.csv")
+    if srows:
+        R.write_csv(srows, out / "spread.csv")
     figures = save_figures(rows, trows, config, out)
-    elbo = save_elbo_figure(store, out)
-    figures += [elbo] if elbo is not None else []
+    for extra in (save_elbo_figure(store, out), save_spread_figure(srows, config, out)):
+        figures += [extra] if extra is not None else []
     print(tables)
     print(
-        f"wrote {out / 'tables.md'}, summary.csv, time.csv, " + ", ".join(p.name for p in figures)
+        f"wrote {out / 'tables.md'}, summary.csv, time.csv"
+        + (", spread.csv, " if srows else ", ")
+        + ", ".join(p.name for p in figures)
     )
     print(f"wall time {time.perf_counter() - begin:.0f} s")
 

@@ -64,8 +64,8 @@ import time
 import numpy as np
 import torch
 
-from pyro_permutations.infer import marginal_assignment
-from pyro_permutations.ops import invert_perm, matching
+from pyro_permutations.ops import invert_perm
+from tutorials.celegans.posterior import chain_estimate, spread
 
 DEFAULT_COLLAPSED = {"batch": 32, "burn_fraction": 0.5, "sweep_proposals": None}
 #: Padded widths of the neighbour lists, so that rows of low degree are not padded to the hubs'.
@@ -263,10 +263,10 @@ def fit_collapsed(
     :param truth, known: if both are given, the accuracy of the current estimate is recorded
         every ``every`` sweeps (default: every sweep) beside the elapsed time.
     :returns: ``(perms, history, info)`` as :func:`~tutorials.celegans.mcmc.fit_mcmc`: the
-        estimate ``(J, N)``, a list of ``(seconds, accuracy)``, and ``info`` with
-        ``swap acceptance`` (accepted over proposed), ``valid acceptance`` (accepted over the
-        proposals the mask allows), ``batch size`` (mean kept pairs per batch), ``sweeps``
-        and ``proposals``.
+        estimate ``(J, N)``, a list of ``(seconds, accuracy, spread, truth mass)``, and
+        ``info`` with ``swap acceptance`` (accepted over proposed), ``valid acceptance``
+        (accepted over the proposals the mask allows), ``batch size`` (mean kept pairs per
+        batch), ``sweeps`` and ``proposals``.
     """
     from tutorials.celegans.model import accuracy
 
@@ -287,11 +287,7 @@ def fit_collapsed(
     proposed = valid_count = accepted = batches = kept_total = 0
 
     def estimate():
-        kept = kept_draws[math.floor(hyper["burn_fraction"] * len(kept_draws)) :]
-        kept = kept or kept_draws[-1:]
-        freq = marginal_assignment(torch.stack(kept), dim=0)
-        log_freq = freq.log().masked_fill(~problem.allowed.to(freq.device), -math.inf)
-        return matching(log_freq.cpu())
+        return chain_estimate(kept_draws, hyper["burn_fraction"], problem.allowed)
 
     sweep = 0
     while True:
@@ -337,7 +333,8 @@ def fit_collapsed(
         done = sweeps is not None and sweep >= sweeps
         out_of_time = time_budget is not None and elapsed > time_budget
         if truth is not None and known is not None and (sweep % every == 0 or done or out_of_time):
-            history.append((elapsed, accuracy(estimate(), truth, known)))
+            perm, freq = estimate()
+            history.append((elapsed, accuracy(perm, truth, known), *spread(freq, truth, known)))
         if done or out_of_time:
             break
     info = {
@@ -347,7 +344,7 @@ def fit_collapsed(
         "sweeps": sweep,
         "proposals": proposed,
     }
-    return estimate(), history, info
+    return estimate()[0], history, info
 
 
 def main(argv=None):

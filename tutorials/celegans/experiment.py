@@ -29,6 +29,7 @@ from tutorials.celegans.constraints import make_constraints
 from tutorials.celegans.map_fit import fit_map, regression_start
 from tutorials.celegans.mcmc import fit_mcmc
 from tutorials.celegans.model import VI_METHODS, Problem, accuracy, fit_vi
+from tutorials.celegans.posterior import GUIDE_DRAWS
 from tutorials.celegans.simulate import simulate
 
 METHODS = VI_METHODS + ("mcmc", "mcmc-collapsed", "map")
@@ -90,7 +91,10 @@ def run_method(method, point, budget, seed):
 
     :returns: a dict with ``accuracy``, ``seconds`` (wall clock used), ``iterations`` (VI
         steps, MAP rounds, sweeps of the samplers) and ``trace``, a list of ``[seconds, accuracy,
-        elbo]`` (``elbo`` None for MCMC and MAP).
+        elbo, spread, truth mass]`` (``elbo`` None for MCMC and MAP; the posterior's spread and
+        its mass on the true labels, :mod:`tutorials.celegans.posterior`, None for MAP, a
+        point estimate; VI's from :data:`~tutorials.celegans.posterior.GUIDE_DRAWS` draws of
+        the guide, the samplers' from their kept draws).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -107,9 +111,12 @@ def run_method(method, point, budget, seed):
             known=known,
             every=5,
             time_budget=budget,
+            spread_draws=GUIDE_DRAWS,
         )
         perm, iterations = fit.perm.cpu(), fit.steps
-        trace = [[s, a, e] for s, a, e in zip(fit.seconds, fit.accuracy, fit.elbo)]
+        trace = [
+            [s, a, e, *sp] for s, a, e, sp in zip(fit.seconds, fit.accuracy, fit.elbo, fit.spread)
+        ]
         info = {}
     elif method in ("mcmc", "mcmc-collapsed"):
         fit = fit_mcmc if method == "mcmc" else fit_collapsed
@@ -117,7 +124,7 @@ def run_method(method, point, budget, seed):
             point.problem, point.start, seed, time_budget=budget, truth=truth, known=known
         )
         iterations = info["sweeps"]
-        trace = [[s, a, None] for s, a in history]
+        trace = [[s, a, None, sp, tm] for s, a, sp, tm in history]
     else:
         perm, history = fit_map(
             point.problem,
@@ -128,7 +135,7 @@ def run_method(method, point, budget, seed):
             time_budget=budget,
         )
         iterations = len(history) - 1
-        trace = [[s, a, None] for s, a in history[1:]]
+        trace = [[s, a, None, None, None] for s, a in history[1:]]
         info = {}
     seconds = time.perf_counter() - begin
     acc = accuracy(perm.cpu(), truth, known)

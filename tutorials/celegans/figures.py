@@ -113,3 +113,38 @@ def save_elbo_figure(store, out):
     path = Path(out) / "elbo_vs_time.png"
     fig.savefig(path, dpi=120)
     return path
+
+
+def save_spread_figure(srows, config, out):
+    """The posterior's spread (solid) and its mass on the true labels (dashed) against wall
+    clock, means over the tolerance sweep's fits (:func:`~tutorials.celegans.run.
+    spread_rows`), one panel per J; returns the path, or None if no fit recorded a spread."""
+    if not srows:
+        return None
+    fig = Figure(figsize=(4.2 * len(config["worms"]), 3.6))
+    for i, worms in enumerate(config["worms"]):
+        ax = fig.add_subplot(1, len(config["worms"]), i + 1)
+        for k, method in enumerate(config["methods"]):
+            pts = sorted(
+                (r["seconds"], r["spread"], r["truth_mass"])
+                for r in srows
+                if r["worms"] == worms and r["method"] == method
+            )
+            if not pts:
+                continue
+            ts, sp, tm = zip(*pts)
+            colour = f"C{k}"
+            marker = MARKERS.get(method, "o")
+            ax.plot(ts, sp, marker=marker, ms=4, color=colour, label=f"{method} spread")
+            ax.plot(ts, tm, marker=marker, ms=4, ls="--", color=colour, label=f"{method} truth")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("wall-clock seconds after the start")
+        ax.set_ylabel("spread (solid), truth mass (dashed)")
+        ax.set_title(f"J = {worms}")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    path = Path(out) / "spread_vs_time.png"
+    fig.savefig(path, dpi=120)
+    return path

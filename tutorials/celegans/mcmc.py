@@ -38,7 +38,6 @@ of the draws after burn-in (the first ``burn_fraction`` of the sweeps):
 ``matching(log marginal_assignment(draws))``.
 """
 
-import math
 import time
 
 import pyro
@@ -47,8 +46,8 @@ import pyro.poutine as poutine
 import torch
 
 from pyro_permutations.distributions import UniformPermutation
-from pyro_permutations.infer import PermutationKernel, marginal_assignment
-from pyro_permutations.ops import matching
+from pyro_permutations.infer import PermutationKernel
+from tutorials.celegans.posterior import chain_estimate, spread
 
 DEFAULT_MCMC = {"moves_per_step": 5, "block_size": 3, "burn_fraction": 0.5}
 
@@ -118,7 +117,8 @@ def fit_mcmc(
     :param truth, known: if both are given, the accuracy of the current estimate is recorded
         every ``every`` sweeps (default: every sweep) beside the elapsed time.
     :returns: ``(perms, history, info)``: the estimate ``(J, N)``, a list of
-        ``(seconds, accuracy)``, and the kernel's acceptance rates plus the sweep count.
+        ``(seconds, accuracy, spread, truth mass)`` (:mod:`tutorials.celegans.posterior`, of
+        the draws kept so far), and the kernel's acceptance rates plus the sweep count.
     """
     from tutorials.celegans.model import accuracy
 
@@ -147,10 +147,7 @@ def fit_mcmc(
     history = []
 
     def estimate():
-        kept = draws[math.floor(hyper["burn_fraction"] * len(draws)) :] or draws[-1:]
-        freq = marginal_assignment(torch.stack(kept), dim=0)  # (J, N, N)
-        log_freq = freq.log().masked_fill(~problem.allowed.to(freq.device), -math.inf)
-        return matching(log_freq.cpu())
+        return chain_estimate(draws, hyper["burn_fraction"], problem.allowed)
 
     sweep = 0
     while True:
@@ -163,8 +160,9 @@ def fit_mcmc(
         done = sweeps is not None and sweep >= sweeps
         out_of_time = time_budget is not None and elapsed > time_budget
         if truth is not None and known is not None and (sweep % every == 0 or done or out_of_time):
-            history.append((elapsed, accuracy(estimate(), truth, known)))
+            perm, freq = estimate()
+            history.append((elapsed, accuracy(perm, truth, known), *spread(freq, truth, known)))
         if done or out_of_time:
             break
     info = {**kernel.diagnostics(), "sweeps": sweep}
-    return estimate(), history, info
+    return estimate()[0], history, info

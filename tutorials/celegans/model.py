@@ -38,6 +38,7 @@ from torch.distributions import constraints as tc
 from pyro_permutations.distributions import GumbelSinkhorn, RoundingBirkhoff, RoundingPrior
 from pyro_permutations.distributions.gumbel_sinkhorn import attach_scores
 from pyro_permutations.ops import matching, perm_to_matrix, sinkhorn
+from tutorials.celegans.posterior import label_frequencies, spread
 from tutorials.celegans.simulate import edge_index
 
 VI_METHODS = ("rounding", "gumbel-sinkhorn", "naive")
@@ -202,6 +203,30 @@ def posterior_mode(method, problem):
         return matching(pyro.param(name).detach() + problem.log_mask())
 
 
+def guide_draws(method, problem, draws, generator):
+    """``draws`` hard label draws ``(S, J, N)`` of the fitted guide (from the param store),
+    within the allowed pairs, with its own ``generator`` (the fit's random stream is left as
+    it is):
+
+    - ``rounding``: ``round(psi)``, ``psi ~ N(M, V^2)`` (the permutation a sample rounds
+      to; restricted to the allowed pairs as the posterior mode is);
+    - ``gumbel-sinkhorn``: ``matching(log_alpha + g)``, ``g`` Gumbel noise (the zero
+      temperature limit of a sample, a Gumbel-Matching draw);
+    - ``naive``: ``argmax`` of each row of ``log_alpha + g`` (labels may repeat).
+    """
+    mask = problem.log_mask()
+    shape = (draws,) + mask.shape
+    with torch.no_grad():
+        if method == "rounding":
+            loc = sinkhorn(pyro.param("log_m0").detach() + mask, n_iters=10)
+            scale = torch.where(problem.allowed, pyro.param("scale").detach(), FORBIDDEN_SCALE)
+            eps = torch.randn(shape, generator=generator, dtype=mask.dtype).to(mask.device)
+            return matching(loc + scale * eps + mask)
+        u = torch.rand(shape, generator=generator, dtype=mask.dtype).to(mask.device)
+        z = pyro.param("log_alpha").detach() + mask - torch.log(-torch.log(u))
+        return matching(z) if method == "gumbel-sinkhorn" else z.argmax(-1)
+
+
 def accuracy(perm, truth, known):
     """Fraction of the unknown neurons whose label ``perm`` gets right."""
     right = (perm.to(truth.device) == truth) & ~known
@@ -215,6 +240,8 @@ class Fit:
     seconds: list
     accuracy: list
     steps: int = 0
+    #: ``(spread, truth mass)`` beside each recorded accuracy (with ``spread_draws``).
+    spread: list = field(default_factory=list)
 
 
 def fit_vi(
@@ -228,6 +255,7 @@ def fit_vi(
     known=None,
     every=None,
     time_budget=None,
+    spread_draws=0,
 ):
     """Fit ``method`` (one of :data:`VI_METHODS`) by SVI with Adam.
 
@@ -237,6 +265,10 @@ def fit_vi(
     :param int steps: SVI steps (fewer if ``time_budget`` seconds run out first).
     :param truth, known: if both are given, the accuracy of the mode is recorded every
         ``every`` steps (default: ``steps // 20``) beside the ELBO and the elapsed time.
+    :param int spread_draws: if positive (and ``truth``, ``known`` given), the posterior's
+        spread and truth mass (:mod:`tutorials.celegans.posterior`) of that many hard draws of
+        the guide (:func:`guide_draws`) are recorded with each accuracy; the clock (hence
+        ``time_budget``) is paused while they are drawn.
     :returns: :class:`Fit` with the final posterior mode.
     """
     if method not in VI_METHODS:
@@ -256,7 +288,9 @@ def fit_vi(
     tau_start = hyper.get("anneal_from", tau_end)
     anneal_steps = max(1, round(hyper.get("anneal_fraction", 0.5) * steps))
     schedule = {"tau": tau_start}
-    elbo, seconds, acc = [], [], []
+    elbo, seconds, acc, spreads = [], [], [], []
+    paused = 0.0
+    draw_generator = torch.Generator().manual_seed(seed + 1)
     start = time.perf_counter()
     for step in range(steps):
         schedule["tau"] = tau_start * (tau_end / tau_start) ** min(1.0, step / anneal_steps)
@@ -264,13 +298,19 @@ def fit_vi(
         if not math.isfinite(loss):
             raise FloatingPointError(f"{method}: the ELBO became {loss} at step {step}")
         last = step == steps - 1
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - paused
         out_of_time = time_budget is not None and elapsed > time_budget
         if (step + 1) % every == 0 or last or out_of_time:
             elbo.append(-loss)
             seconds.append(elapsed)
             if truth is not None and known is not None:
                 acc.append(accuracy(posterior_mode(method, problem), truth, known))
+                if spread_draws:
+                    begin = time.perf_counter()
+                    labels = guide_draws(method, problem, spread_draws, draw_generator)
+                    freq = label_frequencies(labels, problem.n)
+                    spreads.append(spread(freq, truth, known))
+                    paused += time.perf_counter() - begin
         if out_of_time:
             break
-    return Fit(posterior_mode(method, problem), elbo, seconds, acc, step + 1)
+    return Fit(posterior_mode(method, problem), elbo, seconds, acc, step + 1, spreads)

@@ -235,34 +235,46 @@ def markdown_tables(rows, config, n):
     return "\n".join(out)
 
 
+def _tolerance_fits(store, worms, method):
+    config = store.config
+    return [
+        r
+        for r in store.records.values()
+        if r["worms"] == worms
+        and r["method"] == method
+        and r["known"] == config["known"]
+        and r["nu"] in config["tolerances"]
+    ]
+
+
+def _latest(record, t, index, initial):
+    """Trace entry ``index`` of ``record``'s latest row at or before ``t`` (``initial``
+    before the first)."""
+    value = initial
+    for row in record["trace"]:
+        if row[0] <= t:
+            value = row[index]
+    return value
+
+
+def _grid(config):
+    return [config["budget"] * f for f in (0.1, 0.25, 0.5, 1.0, 1.5, 2.0)]
+
+
 def time_rows(store):
     """Accuracy against wall clock: per method and worms, the mean over the tolerance study's
     points of each fit's accuracy at a grid of times up to twice the budget (a fit's latest
     estimate at that time; a fit stops after the step that exceeds the budget, so a slow step
     can take it past the budget)."""
     config = store.config
-    grid = [config["budget"] * f for f in (0.1, 0.25, 0.5, 1.0, 1.5, 2.0)]
     rows = []
     for worms in config["worms"]:
         for method in config["methods"]:
-            chosen = [
-                r
-                for r in store.records.values()
-                if r["worms"] == worms
-                and r["method"] == method
-                and r["known"] == config["known"]
-                and r["nu"] in config["tolerances"]
-            ]
+            chosen = _tolerance_fits(store, worms, method)
             if not chosen:
                 continue
-            for t in grid:
-                values = []
-                for r in chosen:
-                    acc = r["start_accuracy"]
-                    for s, a, _ in r["trace"]:
-                        if s <= t:
-                            acc = a
-                    values.append(acc)
+            for t in _grid(config):
+                values = [_latest(r, t, 1, r["start_accuracy"]) for r in chosen]
                 mean, se = _mean_se(values)
                 rows.append(
                     {
@@ -275,6 +287,67 @@ def time_rows(store):
                     }
                 )
     return rows
+
+
+def spread_rows(store):
+    """The posterior's spread against wall clock (:mod:`tutorials.celegans.posterior`): per
+    method with a posterior (not MAP) and worms, the mean over the tolerance study's fits
+    that recorded it of each fit's latest ``spread`` and ``truth mass`` at the grid of
+    :func:`time_rows`. Before a fit's first record its posterior is the start, a point mass:
+    spread 0, truth mass the start's accuracy."""
+    config = store.config
+    rows = []
+    for worms in config["worms"]:
+        for method in config["methods"]:
+            chosen = [
+                r
+                for r in _tolerance_fits(store, worms, method)
+                if r["trace"] and len(r["trace"][0]) > 3 and r["trace"][0][3] is not None
+            ]
+            if not chosen:
+                continue
+            for t in _grid(config):
+                sp = _mean_se([_latest(r, t, 3, 0.0) for r in chosen])
+                tm = _mean_se([_latest(r, t, 4, r["start_accuracy"]) for r in chosen])
+                rows.append(
+                    {
+                        "worms": worms,
+                        "method": method,
+                        "seconds": t,
+                        "spread": sp[0],
+                        "spread_se": sp[1],
+                        "truth_mass": tm[0],
+                        "truth_mass_se": tm[1],
+                        "fits": len(chosen),
+                    }
+                )
+    return rows
+
+
+def spread_table(rows):
+    """Markdown of :func:`spread_rows`: ``spread / truth mass`` per cell."""
+    if not rows:
+        return ""
+    times = sorted({r["seconds"] for r in rows})
+    out = [
+        "**Posterior spread against wall clock** (mean over the tolerance sweep's fits that "
+        "recorded it; each cell: spread / truth mass, the posterior's mass off each unknown "
+        "neuron's most frequent label and on its true label; VI from 8 draws of the guide, MCMC "
+        "from the draws kept so far)",
+        "",
+        "| J | method | fits | " + " | ".join(f"{t:g} s" for t in times) + " |",
+        "|---|---|---|" + "---|" * len(times),
+    ]
+    keys = list(dict.fromkeys((r["worms"], r["method"]) for r in rows))
+    by = {(r["worms"], r["method"], r["seconds"]): r for r in rows}
+    for w, m in keys:
+        cells = [by[(w, m, t)] for t in times]
+        out.append(
+            f"| {w} | {m} | {cells[0]['fits']} | "
+            + " | ".join(f"{c['spread']:.3f} / {c['truth_mass']:.3f}" for c in cells)
+            + " |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def time_table(rows):
