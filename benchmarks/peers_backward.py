@@ -36,10 +36,19 @@ Autograd through ``K`` sweeps keeps about two ``(B, N, N)`` tensors per sweep; a
 estimate exceeds {memory_gib:g} GiB is not run ("needs about X GiB"). Every peer may run for
 {time_cap:g} s, or for {ratio_cap:g} times our time where that is longer, so that a peer that
 stops short of the tolerance at its cap is still decided: it is then at least
-``its time / ours`` slower (a lower bound, marked ``>``).
+``its time / ours`` slower (a lower bound, marked ``>``). Each OTT-JAX setting runs in a
+child process stopped after twice that cap plus 30 s (its implicit backward is not bounded by
+the forward's cap: the default setting's ``NormalCG`` took 2,973 s for one pass at
+``N = 5000``); a run unfinished then counts as at least the time it had run (marked ``>``).
 """
 
+import json
+import math
 import os
+import subprocess
+import sys
+import tempfile
+import time
 
 import numpy as np
 import torch
@@ -68,6 +77,8 @@ TARGET = 5.0
 RATIO_CAP = 5.5
 #: Autograd through more than this (estimated) is not run.
 MEMORY_GIB = 6.0
+#: The iterations entry of an OTT-JAX run stopped at its wall-clock limit.
+STOPPED = "stopped"
 
 
 def _inputs(b, n, tau):
@@ -190,6 +201,71 @@ def _ott():
     return {name: make_for(opts) for name, opts in options.items()}
 
 
+def _ott_child(spec):
+    """In a fresh process: one OTT-JAX setting at one shape. Prints ``START <epoch>`` when each
+    timed run begins (so that a parent that stops it knows how long that run had taken) and
+    finally one JSON line; saves the gradient to ``spec["grad"]``."""
+    torch.set_num_threads(spec["threads"])
+    make = _ott()[spec["name"]]
+    x, c = _inputs(spec["b"], spec["n"], spec["tau"])
+    _, probe = make(x, c, 20, TOL, grad=False)
+    rate = median_time(probe, min_total=0.1) / 20
+    cap = max(20, min(spec["cap"], int(spec["time_cap"] / rate) // 10 * 10))
+    try:
+        for threshold in (TOL, TOL / 10, TOL / 100):
+            compile_s, run = make(x, c, cap, threshold)
+            print(f"START {time.time()}", flush=True)
+            (g, log_p, iters), t = timed(run)
+            err = marginal_error(log_p).max().item()
+            if err <= TOL or iters >= cap:
+                break
+        if t <= 0.3:  # a long run is timed once
+            print(f"START {time.time()}", flush=True)
+            t = median_time(run)
+    except Exception as error:  # jax's runtime error: lineax's solve did not converge
+        print(json.dumps({"failed": type(error).__name__, "message": str(error)[:300]}))
+        return
+    torch.save(g, spec["grad"])
+    out = {"seconds": t, "iterations": iters, "error": err, "threshold": threshold}
+    print(json.dumps({**out, "compile": compile_s}))
+
+
+def _ott_measured(name, b, n, tau, cap, time_cap, ref, log):
+    """One OTT-JAX setting in a child process (:func:`_ott_child`), stopped after
+    ``2 * time_cap + 30`` seconds; a stopped run counts as at least the time it had run."""
+    limit = 2 * time_cap + 30
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = {
+            "name": name, "b": b, "n": n, "tau": tau, "cap": cap, "time_cap": time_cap,
+            "threads": torch.get_num_threads(), "grad": os.path.join(tmp, "grad.pt"),
+        }  # fmt: skip
+        command = [sys.executable, "-m", "benchmarks.peers_backward", json.dumps(spec)]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as stopped:
+            text = stopped.stdout or ""
+            text = text.decode() if isinstance(text, bytes) else text
+            starts = [float(line.split()[1]) for line in text.splitlines() if line[:6] == "START "]
+            if not starts:
+                log(f"  {name}: stopped after {limit:.0f} s before its first timed run")
+                return (None, f"stopped after {limit:.0f} s before its first run", None, None, "")
+            ran = time.time() - starts[-1]
+            log(f"  {name}: stopped after {limit:.0f} s, its run unfinished after {ran:.0f} s")
+            return (ran, STOPPED, math.inf, math.nan, f"unfinished when stopped at {limit:.0f} s")
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines or not lines[-1].startswith("{"):
+            raise RuntimeError(f"{name} at B = {b}, N = {n} failed:\n{proc.stderr[-3000:]}")
+        out = json.loads(lines[-1])
+        if "failed" in out:
+            log(f"  {name}: failed ({out['message'].splitlines()[0][:100]})")
+            return (None, f"failed: {out['failed']}", None, None, "")
+        g = torch.load(spec["grad"])
+    extra = f"threshold {out['threshold']:g}, compile {out['compile']:.2f} s"
+    result = (out["seconds"], out["iterations"], out["error"], _diff(g, ref), extra)
+    log(f"  {name}: {result[:3]}")
+    return result
+
+
 def _diff(g, ref):
     return ((g - ref).norm() / ref.norm()).item()
 
@@ -231,27 +307,9 @@ def _shape(b, n, tau, p, pygm, otts, log):
             g, err = _grad(pygm(k), x, c)
             results["pygmtools"] = (t, k, err, _diff(g, ref), "")
         log(f"  pygmtools: {results['pygmtools'][:3]}")
-    for name, make in otts.items():
-        if make is None:
-            continue
-        _, probe = make(x, c, 20, TOL, grad=False)
-        rate = median_time(probe, min_total=0.1) / 20
-        cap = max(20, min(p["cap"], int(time_cap / rate) // 10 * 10))
-        try:
-            for threshold in (TOL, TOL / 10, TOL / 100):
-                compile_s, run = make(x, c, cap, threshold)
-                (g, log_p, iters), t = timed(run)
-                err = marginal_error(log_p).max().item()
-                if err <= TOL or iters >= cap:
-                    break
-            t = median_time(run)
-        except Exception as error:  # jax's runtime error: lineax's solve did not converge
-            results[name] = (None, f"failed: {type(error).__name__}", None, None, "")
-            log(f"  {name}: failed ({str(error).splitlines()[0][:100]})")
-            continue
-        extra = f"threshold {threshold:g}, compile {compile_s:.2f} s"
-        results[name] = (t, iters, err, _diff(g, ref), extra)
-        log(f"  {name}: {results[name][:3]}")
+    for name, available in otts.items():
+        if available:
+            results[name] = _ott_measured(name, b, n, tau, p["cap"], time_cap, ref, log)
     return results
 
 
@@ -259,6 +317,10 @@ def _cell(result):
     if result is None:
         return "not installed"
     t, k, err, diff, extra = result
+    if k == STOPPED:
+        return f"> {t:.4g} ({extra})"
+    if t is None and k.startswith("stopped"):
+        return k
     if t is None:  # raised
         return f"{k} (its implicit linear solve did not converge)"
     if diff is None:  # not run: autograd too large
@@ -316,3 +378,7 @@ def run(quick, log=print):
             *targets,
         ]
     )
+
+
+if __name__ == "__main__":
+    _ott_child(json.loads(sys.argv[1]))
