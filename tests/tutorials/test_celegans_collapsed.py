@@ -8,9 +8,8 @@ import math
 import pytest
 import torch
 
+from tests.tutorials.celegans_tiny import tiny_data
 from tutorials.celegans.collapsed import CollapsedState, candidate_pairs, fit_collapsed
-from tutorials.celegans.constraints import make_constraints
-from tutorials.celegans.data import load_connectome
 from tutorials.celegans.map_fit import regression_start
 from tutorials.celegans.model import Problem, accuracy
 from tutorials.celegans.simulate import simulate
@@ -117,12 +116,7 @@ def test_sampler_targets_the_exact_posterior_on_a_tiny_problem():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """N = 20 neurons of the real connectome, 5 worms of 30 steps (as the other tiny tests)."""
-    sub = load_connectome(cache_dir=tmp_path_factory.mktemp("cache")).subset(20)
-    g = torch.Generator().manual_seed(0)
-    rec = simulate(sub.adjacency, worms=5, steps=30, generator=g)
-    con = make_constraints(torch.tensor(sub.positions), rec.truth, 0.05, 0.2, 0.05, g)
-    prob = Problem(rec.activity, torch.tensor(sub.adjacency), rec.scale, rec.sigma, con.allowed)
-    return rec, con, prob
+    return tiny_data(tmp_path_factory.mktemp("cache"), worms=5)[1:]
 
 
 SWEEP = {"sweep_proposals": 100}  # J N proposals a sweep

@@ -6,12 +6,10 @@ import pytest
 import torch
 
 from pyro_permutations.ops import invert_perm
-from tutorials.celegans.constraints import make_constraints
-from tutorials.celegans.data import load_connectome
+from tests.tutorials.celegans_tiny import tiny_data
 from tutorials.celegans.map_fit import faq, fit_map, fit_weights, regression_start, residual
 from tutorials.celegans.model import (
     VI_METHODS,
-    Problem,
     RowGumbelSoftmax,
     accuracy,
     fit_vi,
@@ -26,12 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """N = 20 neurons of the real connectome, 5 worms of 30 steps, ~7.6 candidates each."""
-    sub = load_connectome(cache_dir=tmp_path_factory.mktemp("cache")).subset(20)
-    g = torch.Generator().manual_seed(0)
-    rec = simulate(sub.adjacency, worms=5, steps=30, generator=g)
-    con = make_constraints(torch.tensor(sub.positions), rec.truth, 0.05, 0.2, 0.05, g)
-    prob = Problem(rec.activity, torch.tensor(sub.adjacency), rec.scale, rec.sigma, con.allowed)
-    return sub, rec, con, prob
+    return tiny_data(tmp_path_factory.mktemp("cache"), worms=5)
 
 
 def test_simulation_stable_sparse_and_permuted():

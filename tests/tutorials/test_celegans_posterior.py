@@ -8,26 +8,19 @@ import pyro
 import pytest
 import torch
 
+from tests.tutorials.celegans_tiny import tiny_data
 from tutorials.celegans import experiment as E
-from tutorials.celegans.constraints import make_constraints
-from tutorials.celegans.data import load_connectome
 from tutorials.celegans.map_fit import regression_start
 from tutorials.celegans.mcmc import fit_mcmc
-from tutorials.celegans.model import VI_METHODS, Problem, fit_vi, guide_draws
+from tutorials.celegans.model import VI_METHODS, fit_vi, guide_draws
 from tutorials.celegans.posterior import chain_estimate, label_frequencies, spread
-from tutorials.celegans.simulate import simulate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    sub = load_connectome(cache_dir=tmp_path_factory.mktemp("cache")).subset(20)
-    g = torch.Generator().manual_seed(1)
-    rec = simulate(sub.adjacency, worms=2, steps=30, generator=g)
-    con = make_constraints(torch.tensor(sub.positions), rec.truth, 0.05, 0.2, 0.05, g)
-    prob = Problem(rec.activity, torch.tensor(sub.adjacency), rec.scale, rec.sigma, con.allowed)
-    return rec, con, prob
+    return tiny_data(tmp_path_factory.mktemp("cache"), worms=2, seed=1)[1:]
 
 
 def test_spread_and_truth_mass_of_hand_made_draws():

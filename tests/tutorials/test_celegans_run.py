@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from pyro_permutations.ops import perm_to_matrix
+from tests.tutorials.celegans_tiny import tiny_data
 from tutorials.celegans import __main__ as cli
 from tutorials.celegans import experiment as E
-from tutorials.celegans.constraints import make_constraints
-from tutorials.celegans.data import load_connectome
 from tutorials.celegans.map_fit import fit_weights, regression_start
 from tutorials.celegans.mcmc import fit_mcmc, permutation_model, sample_weights
-from tutorials.celegans.model import Problem, RowGumbelSoftmax, model
-from tutorials.celegans.simulate import simulate
+from tutorials.celegans.model import RowGumbelSoftmax, model
 from tutorials.checkpoint import CheckpointError, RecordStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,12 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    sub = load_connectome(cache_dir=tmp_path_factory.mktemp("cache")).subset(20)
-    g = torch.Generator().manual_seed(0)
-    rec = simulate(sub.adjacency, worms=3, steps=30, generator=g)
-    con = make_constraints(torch.tensor(sub.positions), rec.truth, 0.05, 0.2, 0.05, g)
-    prob = Problem(rec.activity, torch.tensor(sub.adjacency), rec.scale, rec.sigma, con.allowed)
-    return rec, con, prob
+    return tiny_data(tmp_path_factory.mktemp("cache"), worms=3)[1:]
 
 
 # ------------------------------------------------------------------------------ the store
