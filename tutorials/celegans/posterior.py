@@ -33,9 +33,13 @@ GUIDE_DRAWS = 8
 
 def label_frequencies(labels, n):
     """``p[j, m, n]``, the frequency of label ``n`` for neuron ``m`` of worm ``j`` among the
-    draws ``labels`` ``(S, J, N)`` (long; the rows need not be permutations), float64."""
-    onehot = torch.nn.functional.one_hot(labels.long(), n).to(torch.float64)
-    return onehot.mean(0)
+    draws ``labels`` ``(S, J, N)`` (long; the rows need not be permutations), float64. Counts
+    by one ``bincount``: memory of the draws, not ``S`` one-hot ``N x N`` matrices."""
+    draws, rest = labels.shape[0], labels.shape[1:]
+    rows = math.prod(rest)
+    cells = torch.arange(rows, device=labels.device) * n + labels.reshape(draws, rows).long()
+    counts = torch.bincount(cells.reshape(-1), minlength=rows * n)
+    return (counts.to(torch.float64) / draws).reshape(rest + (n,))
 
 
 def chain_estimate(draws, burn_fraction, allowed):
