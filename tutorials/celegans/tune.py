@@ -33,6 +33,8 @@ from tutorials.checkpoint import CheckpointError, RecordStore  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "tuning"
 KEY = ("worms", "nu", "seed", "method", "setting")
+#: Neurons of the whole connectome (:func:`~tutorials.celegans.data.load_connectome`).
+FULL_N = 279
 
 #: Steps of the annealed setting's schedule (a third to a half of what 30 s buys at J = 1).
 ANNEAL_STEPS = 100
@@ -70,11 +72,16 @@ def store_path(out, worms):
     return Path(out) / f"points-J{worms}.json"
 
 
-def run(worms, nus, seeds, budget, out, fresh=False, progress=True, methods=VI_METHODS):
-    """Fit (or resume) ``J = worms`` (an int): MAP, then every method's settings, per point."""
+def run(worms, nus, seeds, budget, out, fresh=False, progress=True, methods=VI_METHODS, n=None):
+    """Fit (or resume) ``J = worms`` (an int): MAP, then every method's settings, per point
+    (``n``: a connected subset of that many neurons, for tests; default all)."""
     config = {"budget": budget, "known": 0.1, "steps": 40, "noise_scale": 0.5}
+    if n is not None:
+        config["n"] = n
     store = RecordStore(store_path(out, worms), config, KEY, fresh=fresh)
     connectome = load_connectome()
+    if n is not None:
+        connectome = connectome.subset(n)
     todo = []
     for seed in seeds:
         for j in [worms]:
@@ -138,13 +145,15 @@ def run(worms, nus, seeds, budget, out, fresh=False, progress=True, methods=VI_M
     return store
 
 
-def table(stores, budget):
+def table(stores):
     """Markdown: per (J, nu), every method and setting, mean over the stored seeds."""
     records = [r for store in stores for r in store.records.values()]
+    budget = stores[0].config["budget"]
+    n = stores[0].config.get("n", FULL_N)
     lines = [
         f"Accuracy of the posterior mode on the unknown neurons after {budget:g} s (mean over "
         "the seeds stored; held-out seeds, not the sweeps'), VI steps bought and final ELBO; "
-        "N = 279, known fraction 0.1. One change at a time from `DEFAULT_HYPER`.",
+        f"N = {n}, known fraction 0.1. One change at a time from `DEFAULT_HYPER`.",
         "",
     ]
     groups = sorted({(r["worms"], r["nu"]) for r in records})
@@ -216,7 +225,7 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     if not stores:
         raise SystemExit(f"error: no results in {args.out}; run without --report first")
-    text = table(stores, stores[0].config["budget"])
+    text = table(stores)
     Path(args.out, "tables.md").write_text(text + "\n")
     print(text)
 
