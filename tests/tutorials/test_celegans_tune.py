@@ -13,16 +13,21 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("method", VI_METHODS)
 def test_settings_change_only_the_methods_own_keys(method):
     names = [name for name, _ in tune.settings_for(method, tune.CHANGES)]
-    assert names[0] == "default" and "anneal 1 -> default" in names
+    assert names[0] == "default" and "anneal 0.9 -> default" in names
     for name, change in tune.settings_for(method, tune.CHANGES):
         keys = set(change) - {"anneal_from", "anneal_fraction"}
-        assert keys <= set(DEFAULT_HYPER[method]), name
+        assert keys <= set(tune.BASE_HYPER[method]), name
     # the rounding guide's scale interval is rounding's alone
     assert ("scale in [0.01, 0.1]" in names) == (method == "rounding")
 
 
+def test_base_has_every_hyper_parameter_of_the_defaults():
+    for method in VI_METHODS:
+        assert set(tune.BASE_HYPER[method]) == set(DEFAULT_HYPER[method]), method
+
+
 def test_anneal_schedule_reaches_the_default_after_its_steps():
-    change = tune.CHANGES["anneal 1 -> default"]
+    change = tune.CHANGES["anneal 0.9 -> default"]
     assert round(change["anneal_fraction"] * tune.E.MAX_STEPS) == tune.ANNEAL_STEPS
 
 
