@@ -187,12 +187,10 @@ def _lapx_costs(scores):
     if not (-limit <= low and high <= limit):  # NaN fails every comparison
         return None
     torch.sub(top, cost, out=cost)  # in [0, 2^1001], or +inf at forbidden pairs
-    # The scores' minimum bounds the costs (numpy's whole-array minimum of the scores, in
-    # their own dtype, reads half the bytes of the costs' maximum in float32).
-    if float(scores.numpy().min()) >= -limit:
+    if cost.max().item() <= 2 * limit:
         return cost.numpy()
-    # -inf scores (forbidden pairs: +inf costs, which lapx avoids), or finite scores below
-    # -2^1000, which scipy's path scales down.
+    # +inf costs: forbidden pairs, or finite scores below -2^1000 whose differences
+    # overflowed (their rows' maxima are finite, so NaN and +inf scores are ruled out).
     low = torch.where(torch.isfinite(scores), scores, 0).amin()
     return cost.numpy() if low.item() >= -limit else None
 
