@@ -45,7 +45,7 @@ VI_METHODS = ("rounding", "gumbel-sinkhorn", "naive")
 #: Scale of the rounding guide's Gaussian at forbidden pairs, where its mean is zero.
 FORBIDDEN_SCALE = 1e-3
 
-#: Chosen at N = 279 by ``python -m tutorials.celegans.tune`` on held-out seeds 100 and 101
+#: Chosen at N = 279 by ``python -m tutorials.celegans.tune`` on held-out seeds 100 to 102
 #: (``results/tuning/tables.md``): from the earlier values (``tune.BASE_HYPER``), the rounding
 #: guide's scale interval [0.05, 0.3] became [0.01, 0.1] (its draws were nearly uniform over
 #: the candidates), and the Gumbel guides' start strength 2 became 5 (at 2 their Gumbel noise

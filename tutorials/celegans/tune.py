@@ -122,18 +122,17 @@ def run(
         connectome = connectome.subset(n)
     todo = []
     for seed in seeds:
-        for j in [worms]:
-            for nu in nus:
-                jobs = [("map", "-")] + [
-                    (m, name) for m in methods for name, _ in settings_for(m, changes)
-                ]
-                left = [
-                    (m, s)
-                    for m, s in jobs
-                    if store.get(worms=j, nu=nu, seed=seed, method=m, setting=s) is None
-                ]
-                if left:
-                    todo.append((j, nu, seed, left))
+        for nu in nus:
+            jobs = [("map", "-")] + [
+                (m, name) for m in methods for name, _ in settings_for(m, changes)
+            ]
+            left = [
+                (m, s)
+                for m, s in jobs
+                if store.get(worms=worms, nu=nu, seed=seed, method=m, setting=s) is None
+            ]
+            if left:
+                todo.append((worms, nu, seed, left))
     bar = tqdm(total=sum(len(t[-1]) for t in todo), desc="fits", unit="fit", disable=not progress)
     warmed = set()  # each method's first steps in a process pay one-off costs: not timed
     for j, nu, seed, jobs in todo:
