@@ -37,12 +37,24 @@ TORCH_SOLVER_DEVICES = ("cuda",)
 #: everything when this is ``False`` or lapx is not importable. Inside ``matching``, lapx
 #: took 1.2x-4.1x less time than scipy at every measured shape, one thread: 1.2x for one
 #: 3 x 3 or 10 x 10 matrix, 2x-2.9x for batches of 3 x 3 to 50 x 50, 2.7x-3.4x at N = 200
-#: and 2000, 2.4x-4.1x rectangular (``python -m benchmarks --only matching``, back ends).
+#: and 2000, 2.4x-4.1x rectangular (``python -m benchmarks --only matching``, back ends; those
+#: times are of scipy's path with reduced costs: a few small matrices with finite scores now
+#: skip both and go to scipy as they are, ``SCIPY_MAX_MATRICES``).
 USE_LAPX = True
 
 #: lapx's own threads are used only for matrices of at least this many entries: for small
 #: ones they cost more than they save.
 LAPX_THREADS_MIN_ENTRIES = 10_000
+#: A few small matrices (at most this many, of at most ``SCIPY_MAX_ENTRIES`` entries in all)
+#: go straight to scipy when their scores are finite and in range: each call costs it a few
+#: microseconds, less than preparing lapx's costs (one 5 x 5 matrix: 35 against 42 us inside
+#: ``matching``; the two are level at 8 x 10 x 10 and at 1 x 32 x 32).
+SCIPY_MAX_MATRICES = 8
+SCIPY_MAX_ENTRIES = 1024
+#: Square batches of at most this many entries in all (``B * N * N``) get their lapx costs
+#: from numpy, larger ones from torch. A torch call costs a few microseconds however small its
+#: tensor, numpy's fewer; torch's reductions along rows are faster on large ones.
+NUMPY_COSTS_MAX_ENTRIES = 4096
 
 try:  # lapx installs the module ``lap``; the older ``lap`` package has no batch solver
     from lap import lapjvr_batch as _lapjvr_batch
@@ -109,9 +121,10 @@ def _solve(scores, start, stop, out):
     chunk = scores[start:stop]
     n, m = chunk.shape[-2:]
     solve = scipy.optimize.linear_sum_assignment
-    if n != m and _plain(chunk):
-        # Rectangular, finite and in range: scipy maximises the scores as they are (it negates
-        # them in C, faster than a copy here, and it has no reduction to gain from).
+    if (n != m or _few_small(chunk)) and _plain(chunk):
+        # Finite and in range, rectangular or small: scipy maximises the scores as they are (it
+        # negates them in C, faster than a copy here; rectangular ones gain nothing from a
+        # reduction, small ones less than it costs).
         if n < m:  # every row matched: scipy's columns are the result
             out[start:stop] = [solve(x, maximize=True)[1] for x in chunk]
         else:
@@ -131,6 +144,12 @@ def _solve(scores, start, stop, out):
         else:
             _store(out, b, rows, cols)
     return None
+
+
+def _few_small(scores):
+    """``scores`` ``(B, N, M)`` are few small matrices, which scipy solves fastest."""
+    batch, n, m = scores.shape
+    return batch <= SCIPY_MAX_MATRICES and batch * n * m <= SCIPY_MAX_ENTRIES
 
 
 def _plain(scores):
@@ -181,6 +200,8 @@ def _lapx_costs(scores):
             if torch.where(finite, scores, 0).amin().item() < -limit:
                 return None
         return np.negative(x, dtype=np.float64, order="C")  # +inf at forbidden pairs
+    if scores.numel() <= NUMPY_COSTS_MAX_ENTRIES:
+        return _row_reduced_numpy(scores.numpy())
     cost = scores.to(torch.float64, memory_format=torch.contiguous_format, copy=True)
     top = cost.amax(-1, keepdim=True)  # NaN and +inf propagate; -inf for a forbidden row
     low, high = (v.item() for v in torch.aminmax(top))
@@ -193,6 +214,21 @@ def _lapx_costs(scores):
     # overflowed (their rows' maxima are finite, so NaN and +inf scores are ruled out).
     low = torch.where(torch.isfinite(scores), scores, 0).amin()
     return cost.numpy() if low.item() >= -limit else None
+
+
+def _row_reduced_numpy(x):
+    """:func:`_lapx_costs` of square scores ``x`` (a float32 or float64 numpy array) in numpy:
+    the same float64 costs ``max_k x_ik - x_ij`` (exact: the difference of two float32s or of
+    two float64s within ``+-2^1000`` is computed in float64 and rounded once, as torch's), or
+    ``None`` in the same cases."""
+    limit = 2.0**MAX_COST_EXPONENT
+    top = x.max(-1, keepdims=True)  # NaN and +inf propagate; -inf for a forbidden row
+    if not (-limit <= float(top.min()) and float(top.max()) <= limit):  # NaN fails both
+        return None
+    cost = np.subtract(top, x, dtype=np.float64, order="C")  # +inf at forbidden pairs
+    if float(cost.max()) <= 2 * limit:
+        return cost
+    return cost if float(np.where(np.isfinite(x), x, 0).min()) >= -limit else None
 
 
 def _solve_lapx(cost, workers):
@@ -358,8 +394,12 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     unmatched = check_unmatched(scores, unmatched_rows, unmatched_cols)
     n, m = scores.shape[-2:]
     batch_shape = scores.shape[:-2]
-    in_torch = scores.device.type in TORCH_SOLVER_DEVICES  # no copy to the CPU
-    flat = scores.detach().to(device=scores.device if in_torch else "cpu").reshape(-1, n, m)
+    device = scores.device
+    in_torch = device.type in TORCH_SOLVER_DEVICES  # no copy to the CPU
+    flat = scores.detach()
+    if not in_torch and device.type != "cpu":
+        flat = flat.cpu()
+    flat = flat.reshape(-1, n, m)
     if unmatched is not None:
         flat = _dummy_columns(
             flat, *(t.detach().to(flat.device).reshape(-1, t.shape[-1]) for t in unmatched)
@@ -369,11 +409,15 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     else:
         parallel = flat.shape[0] > 1 and flat.numel() >= PARALLEL_MIN_ENTRIES
         workers = torch.get_num_threads() if parallel else 1
-        cost = _lapx_costs(flat) if USE_LAPX and _lapjvr_batch is not None else None
+        lapx = USE_LAPX and _lapjvr_batch is not None and not _few_small(flat)
+        cost = _lapx_costs(flat) if lapx else None
         out = None if cost is None else _solve_lapx(cost, workers)
         problem = None
         if out is None:
             out, problem = _solve_batch(flat.numpy(), workers)
+        if problem is None and unmatched is None:  # the common case, with the fewest torch calls
+            out = torch.from_numpy(out.reshape(batch_shape + (n,)))
+            return out if device.type == "cpu" else out.to(device)
         out = torch.from_numpy(out)
     if problem is not None and problem[1] == "invalid":
         check_scores(scores, "scores", allow_neg_inf=True, square=False)  # raises: NaN, +inf

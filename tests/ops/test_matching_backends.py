@@ -113,9 +113,10 @@ def test_forbidden_pairs_are_avoided_at_the_optimum(backend, shape):
 
 @pytest.mark.skipif(not HAVE_LAPX, reason="lapx not installed")
 def test_lapx_is_given_all_but_nan_infinite_and_huge_scores(monkeypatch):
-    """lapx gets finite scores and forbidden pairs of every size; NaN and ``+inf`` go to
-    scipy's path (whose errors name them), as do scores beyond ``2^1000`` (scaled down there);
-    an infeasible pattern (lapx raises) is named by scipy's path."""
+    """lapx gets finite scores and forbidden pairs of every shape beyond a few small matrices
+    (those go straight to scipy); NaN and ``+inf`` go to scipy's path (whose errors name them),
+    as do scores beyond ``2^1000`` (scaled down there); an infeasible pattern (lapx raises) is
+    named by scipy's path."""
     calls = []
     solver = matching_module._lapjvr_batch
 
@@ -125,12 +126,16 @@ def test_lapx_is_given_all_but_nan_infinite_and_huge_scores(monkeypatch):
 
     monkeypatch.setattr(matching_module, "_lapjvr_batch", spy)
     g = torch.Generator().manual_seed(5)
-    for shape in [(2, 3, 3), (4, 5), (7, 2), (1, 1)]:
+    for shape in [(2, 3, 3), (4, 5), (1, 1), (8, 11, 11)]:  # few and small: scipy
+        matching(torch.randn(shape, generator=g))
+    assert calls == []
+    for shape in [(9, 3, 3), (40, 50), (70, 20), (9, 1, 1)]:
         matching(torch.randn(shape, generator=g))
         assert calls[-1] == (1,) * (3 - len(shape)) + shape
-    scores = torch.randn(2, 6, 6, generator=g)
+    scores = torch.randn(9, 6, 6, generator=g)
     scores[1, 0, 3] = float("-inf")
     assert matching(scores)[1, 0] != 3 and len(calls) == 5
+    assert matching(scores[:2])[1, 0] != 3 and len(calls) == 5  # few small: scipy's path
     scores[1, :, 3] = float("-inf")  # column 3 forbidden everywhere: lapx raises
     with pytest.raises(ValueError, match=r"scores\[1\] has no perfect matching"):
         matching(scores)
@@ -143,7 +148,7 @@ def test_lapx_is_given_all_but_nan_infinite_and_huge_scores(monkeypatch):
         bad[2, 3] = value
         with pytest.raises(ValueError):
             matching(bad)
-    huge = torch.randn(3, 6, 6, generator=g, dtype=torch.float64) * 2.0**1010
+    huge = torch.randn(9, 6, 6, generator=g, dtype=torch.float64) * 2.0**1010
     matching(huge)
     assert len(calls) == 6
 
@@ -164,3 +169,43 @@ def test_lapx_threads_give_the_same_permutations(workers):
     one, _ = matching_module._solve_batch(scores, 1)
     many, _ = matching_module._solve_batch(scores, workers)
     assert np.array_equal(one, many)
+
+
+def _cost_inputs():
+    """Square score batches of every kind ``_lapx_costs`` must sort: random float32 and
+    float64, forbidden pairs, a row of ``-inf`` only, NaN, ``+inf``, entries beyond ``2^1000``
+    (one within reach of an overflowing difference), and a non-contiguous view."""
+    g = torch.Generator().manual_seed(8)
+    out = {}
+    for dtype in (torch.float32, torch.float64):
+        out[f"random {dtype}"] = torch.randn(4, 9, 9, generator=g, dtype=dtype)
+    forbidden = torch.randn(4, 9, 9, generator=g, dtype=torch.float64)
+    forbidden[torch.rand(4, 9, 9, generator=g) < 0.3] = float("-inf")
+    out["forbidden pairs"] = forbidden
+    out["forbidden row"] = forbidden.clone().index_fill_(-2, torch.tensor([2]), float("-inf"))
+    for name, value in [("NaN", float("nan")), ("+inf", float("inf")), ("huge", 2.0**1010)]:
+        x = torch.randn(4, 9, 9, generator=g, dtype=torch.float64)
+        x[1, 2, 3] = value
+        out[name] = x
+    low = torch.randn(4, 9, 9, generator=g, dtype=torch.float64)
+    low[0, 0, 0], low[0, 0, 1] = 2.0**1000, -(2.0**1000) * 1.5  # difference overflows
+    out["overflowing difference"] = low
+    out["non-contiguous"] = torch.randn(4, 9, 9, generator=g).transpose(-1, -2)
+    return out
+
+
+@pytest.mark.parametrize("kind", list(_cost_inputs()))
+def test_numpy_and_torch_costs_are_identical(kind, monkeypatch):
+    """Small batches get their lapx costs from numpy, large ones from torch: both give the
+    same float64 array (C-contiguous, as lapx takes it) or both refuse (``None``)."""
+    scores = _cost_inputs()[kind]
+    monkeypatch.setattr(matching_module, "NUMPY_COSTS_MAX_ENTRIES", scores.numel())
+    small = matching_module._lapx_costs(scores)
+    monkeypatch.setattr(matching_module, "NUMPY_COSTS_MAX_ENTRIES", 0)
+    large = matching_module._lapx_costs(scores)
+    assert (small is None) == (large is None)
+    if kind in ("NaN", "+inf", "forbidden row", "huge", "overflowing difference"):
+        assert small is None
+    else:
+        assert small.dtype == np.float64 and small.flags.c_contiguous
+        assert np.array_equal(small, large)
