@@ -13,6 +13,7 @@ from pyro_permutations.ops import perm_to_matrix
 from tests.tutorials.celegans_tiny import tiny_data
 from tutorials.celegans import __main__ as cli
 from tutorials.celegans import experiment as E
+from tutorials.celegans import run as R
 from tutorials.celegans.map_fit import fit_weights, regression_start
 from tutorials.celegans.mcmc import fit_mcmc, permutation_model, sample_weights
 from tutorials.celegans.model import RowGumbelSoftmax, model
@@ -128,12 +129,14 @@ def test_cli_end_to_end_resumes_and_refuses_a_corrupt_store(tmp_path, monkeypatc
         "summary.csv",
         "time.csv",
         "spread.csv",
+        "claim.csv",
         "accuracy_vs_candidates.png",
         "spread_vs_time.png",
     ):
         assert (out / name).stat().st_size > 0
     printed = capsys.readouterr().out
     assert "Tolerance sweep, J = 5" in printed and "Posterior spread against wall clock" in printed
+    assert "best VI method against the best baseline" in printed
     # MAP on five worms at the tightest tolerance gets most labels right.
     best = [r for r in records if r["method"] == "map" and r["worms"] == 5 and r["nu"] == 0.01]
     assert best[0]["accuracy"] >= 0.8
@@ -151,6 +154,55 @@ def test_cli_end_to_end_resumes_and_refuses_a_corrupt_store(tmp_path, monkeypatc
     (out / "points.json").write_text('{"format": 1, "config": ')
     with pytest.raises(SystemExit, match="not a readable results file.*--fresh"):
         cli.main(ARGS + ["--out", str(out), "--no-progress"])
+
+
+def test_claim_compares_the_best_methods_seed_by_seed(tmp_path):
+    """The claim table pairs the best VI method with the best baseline on the seeds both ran:
+    a steady lead that the seeds' spread would hide in two separate standard errors is *above*,
+    and a point lacking a baseline has no row."""
+    config = {
+        "worms": [5],
+        "tolerances": [0.05, 0.1],
+        "known": 0.1,
+        "known_tolerances": [],
+        "known_fractions": [],
+        "known_worms": 1,
+    }
+    store = RecordStore(tmp_path / "points.json", config, R.KEY)
+    level = [0.3, 0.5, 0.7, 0.9, 0.6]  # the data sets differ far more than the methods
+    lead = [0.03, 0.02, 0.04, 0.03]
+    for seed, base in enumerate(level):
+        fits = {"naive": base - 0.1, "map": base, "mcmc-collapsed": base - 0.05}
+        if seed < 4:
+            fits["rounding"] = base + lead[seed]
+        for method, acc in fits.items():
+            for nu in config["tolerances"]:
+                if nu == 0.1 and method not in R.VI_METHODS:
+                    continue
+                store.add(
+                    {
+                        "worms": 5,
+                        "nu": nu,
+                        "known": 0.1,
+                        "seed": seed,
+                        "method": method,
+                        "accuracy": acc,
+                        "candidates": 40.0,
+                    }
+                )
+    rows = R.claim_rows(store)
+    assert len(rows) == 1
+    (row,) = rows
+    assert (row["vi"], row["baseline"], row["seeds"]) == ("rounding", "map", 4)
+    d = torch.tensor(lead, dtype=torch.float64)
+    assert row["difference"] == pytest.approx(float(d.mean()))
+    assert row["se"] == pytest.approx(float(d.std() / 2))
+    assert row["vi_accuracy"] - row["baseline_accuracy"] == pytest.approx(float(d.mean()))
+    # Unpaired, the lead is inside one standard error of either method's accuracy.
+    spread = torch.tensor(level[:4], dtype=torch.float64).std() / 2
+    assert row["difference"] < spread
+    table = R.claim_table(rows)
+    assert "| above |" in table and "rounding (" in table and "map (" in table
 
 
 def test_cli_rejects_bad_arguments():

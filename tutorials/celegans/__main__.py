@@ -94,18 +94,24 @@ def main(argv=None):
     tables = R.markdown_tables(rows, config, n) + "\n" + R.time_table(trows)
     if srows:
         tables += "\n" + R.spread_table(srows)
+    crows = R.claim_rows(store)
+    if crows:
+        tables += "\n" + R.claim_table(crows)
     (out / "tables.md").write_text(tables)
     R.write_csv(rows, out / "summary.csv")
     R.write_csv(trows, out / "time.csv")
     if srows:
         R.write_csv(srows, out / "spread.csv")
+    if crows:
+        R.write_csv(crows, out / "claim.csv")
     figures = save_figures(rows, trows, config, out)
     for extra in (save_elbo_figure(store, out), save_spread_figure(srows, config, out)):
         figures += [extra] if extra is not None else []
     print(tables)
     print(
         f"wrote {out / 'tables.md'}, summary.csv, time.csv"
-        + (", spread.csv, " if srows else ", ")
+        + (", spread.csv" if srows else "")
+        + (", claim.csv, " if crows else ", ")
         + ", ".join(p.name for p in figures)
     )
     print(f"wall time {time.perf_counter() - begin:.0f} s")

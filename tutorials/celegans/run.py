@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from tutorials.celegans import experiment as E
 from tutorials.celegans.data import load_connectome
-from tutorials.celegans.model import DEFAULT_HYPER
+from tutorials.celegans.model import DEFAULT_HYPER, VI_METHODS
 from tutorials.checkpoint import RecordStore
 
 RESULTS_FILE = "points.json"
@@ -127,23 +127,26 @@ def _mean_se(values):
     return float(v.mean()), se
 
 
+def _points(config):
+    """``(study, worms, nu, known)`` of both studies, in table order."""
+    return [
+        ("tolerance", w, nu, config["known"])
+        for w in config["worms"]
+        for nu in config["tolerances"]
+    ] + [
+        ("known", config["known_worms"], nu, k)
+        for nu in config["known_tolerances"]
+        for k in config["known_fractions"]
+    ]
+
+
 def summarize(store):
     """Rows ``{study, worms, nu, known, method, candidates, accuracy, se, start, seeds,
     seconds}`` over the seeds stored, for both studies (a shared point appears in both)."""
     config = store.config
     records = list(store.records.values())
     rows = []
-    studies = [
-        ("tolerance", w, nu, config["known"])
-        for w in config["worms"]
-        for nu in config["tolerances"]
-    ]
-    studies += [
-        ("known", config["known_worms"], nu, k)
-        for nu in config["known_tolerances"]
-        for k in config["known_fractions"]
-    ]
-    for study, worms, nu, known in studies:
+    for study, worms, nu, known in _points(config):
         for method in ["start"] + config["methods"]:
             name = config["methods"][0] if method == "start" else method
             chosen = [
@@ -175,6 +178,91 @@ def summarize(store):
                 }
             )
     return rows
+
+
+def claim_rows(store):
+    """[BP]'s claim, point by point: the best VI method against the best baseline (MCMC or
+    MAP), each the method of highest mean accuracy at the point, compared seed by seed.
+
+    Every seed is one simulated data set that both methods were fitted to, so the comparison
+    is of the paired differences ``d_s = acc_VI(s) - acc_baseline(s)`` over the seeds where
+    both were fitted: their mean and its standard error ``sd(d) / sqrt(k)``, far smaller than
+    the two accuracies' own standard errors when the data sets differ more than the methods.
+    Rows ``{study, worms, nu, known, candidates, vi, baseline, vi_accuracy,
+    baseline_accuracy, difference, se, seeds}``, the accuracies over the paired seeds; a point
+    with no VI or no baseline fit has no row.
+    """
+    config = store.config
+    by = {}
+    for r in store.records.values():
+        by.setdefault((r["worms"], r["nu"], r["known"]), {}).setdefault(r["method"], {})[
+            r["seed"]
+        ] = r
+    rows = []
+    for study, worms, nu, known in _points(config):
+        fits = by.get((worms, nu, known), {})
+
+        def best(names, fits=fits):
+            scored = [(_mean_se([r["accuracy"] for r in fits[m].values()])[0], m) for m in names]
+            return max(scored) if scored else (None, None)
+
+        vi = best([m for m in fits if m in VI_METHODS])[1]
+        base = best([m for m in fits if m not in VI_METHODS])[1]
+        if vi is None or base is None:
+            continue
+        seeds = sorted(set(fits[vi]) & set(fits[base]))
+        vi_acc, base_acc = (
+            _mean_se([fits[m][s]["accuracy"] for s in seeds])[0] for m in (vi, base)
+        )
+        diff, se = _mean_se([fits[vi][s]["accuracy"] - fits[base][s]["accuracy"] for s in seeds])
+        rows.append(
+            {
+                "study": study,
+                "worms": worms,
+                "nu": nu,
+                "known": known,
+                "candidates": _mean_se([r["candidates"] for r in fits[vi].values()])[0],
+                "vi": vi,
+                "baseline": base,
+                "vi_accuracy": vi_acc,
+                "baseline_accuracy": base_acc,
+                "difference": diff,
+                "se": se,
+                "seeds": len(seeds),
+            }
+        )
+    return rows
+
+
+def claim_table(rows):
+    """Markdown of :func:`claim_rows`, with a verdict per point: *above* or *below* when the
+    paired difference is more than two standard errors from 0, else *level*."""
+    if not rows:
+        return ""
+    out = [
+        "**The best VI method against the best baseline, seed by seed** (difference of "
+        "accuracies on the same data sets: mean ± standard error of the paired differences; "
+        "verdict *above* / *below* beyond two standard errors, else *level*)",
+        "",
+        "| study | J | nu | known | cand. | best VI | best baseline | VI − baseline | seeds "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        d, se = r["difference"], r["se"]
+        if math.isfinite(se) and d - 2 * se > 0:
+            verdict = "above"
+        elif math.isfinite(se) and d + 2 * se < 0:
+            verdict = "below"
+        else:
+            verdict = "level"
+        cell = f"{d:+.3f} ± {se:.3f}" if math.isfinite(se) else f"{d:+.3f}"
+        out.append(
+            f"| {r['study']} | {r['worms']} | {r['nu']:g} | {r['known']:g} | "
+            f"{r['candidates']:.1f} | {r['vi']} ({r['vi_accuracy']:.3f}) | {r['baseline']} "
+            f"({r['baseline_accuracy']:.3f}) | {cell} | {r['seeds']} | {verdict} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def write_csv(rows, path):
