@@ -14,8 +14,10 @@ the same tensor and returns ``(B, N)`` permutations, checked to be identical to 
 
 A second table, **back ends**, times ``matching`` with every matrix sent to scipy (its path
 for NaN, ``+inf`` and huge scores, and without lapx: row- and column-reduced costs, then
-``linear_sum_assignment`` per matrix) and with every matrix sent to lapx (its default), on
-one thread, square and rectangular (``randn(B, N, M)``), to show where each is faster.
+``linear_sum_assignment`` per matrix) and with every matrix sent to lapx, on one thread,
+square and rectangular (``randn(B, N, M)``), to show where each is faster; and ``matching``
+as it ships, which sends a few small matrices (``SCIPY_MAX_MATRICES``, ``SCIPY_MAX_ENTRIES``)
+to scipy as they are, with no reduction, and everything else to lapx.
 
 Times are medians of repeated calls (at least 0.3 s of repeats, at most five).
 """
@@ -82,14 +84,17 @@ def with_threads(threads, fn):
         torch.set_num_threads(before)
 
 
-def with_lapx(use, fn):
-    """``fn()`` with ``matching`` sending CPU matrices to lapx (``use``) or to scipy."""
-    before = matching_module.USE_LAPX
-    matching_module.USE_LAPX = use
+def with_backend(backend, fn):
+    """``fn()`` with ``matching`` sending every CPU matrix to ``"lapx"`` or to ``"scipy"``
+    (reduced costs), or as it ships (``"default"``)."""
+    before = matching_module.USE_LAPX, matching_module.SCIPY_MAX_MATRICES
+    if backend != "default":
+        matching_module.USE_LAPX = backend == "lapx"
+        matching_module.SCIPY_MAX_MATRICES = 0
     try:
         return fn()
     finally:
-        matching_module.USE_LAPX = before
+        matching_module.USE_LAPX, matching_module.SCIPY_MAX_MATRICES = before
 
 
 def backends_table(quick, log):
@@ -99,22 +104,34 @@ def backends_table(quick, log):
     rows = []
     for b, n, m in BACKEND_SHAPES_QUICK if quick else BACKEND_SHAPES_FULL:
         x = torch.randn(b, n, m, generator=torch.Generator().manual_seed(b + n + m))
-        perms = [with_lapx(use, lambda x=x: matching(x)) for use in (False, True)]
+        backends = ("scipy", "lapx", "default")
+        perms = [with_backend(u, lambda x=x: matching(x)) for u in backends]
         totals = [x.double().gather(-1, p.clamp(min=0).unsqueeze(-1)).squeeze(-1) for p in perms]
         totals = [(t * (p >= 0)).sum(-1) for t, p in zip(totals, perms)]
-        if not torch.allclose(totals[0], totals[1], rtol=1e-9, atol=1e-9):
-            raise AssertionError(f"scipy and lapx totals differ at B, N, M = {b}, {n}, {m}")
-        t_scipy, t_lapx = (
-            with_threads(1, lambda u=u, x=x: with_lapx(u, lambda: median_time(lambda: matching(x))))
-            for u in (False, True)
+        for name, total in zip(backends[1:], totals[1:]):
+            if not torch.allclose(totals[0], total, rtol=1e-9, atol=1e-9):
+                raise AssertionError(f"scipy's and {name}'s totals differ at {b}, {n}, {m}")
+        t_scipy, t_lapx, t_default = (
+            with_threads(
+                1, lambda u=u, x=x: with_backend(u, lambda: median_time(lambda: matching(x)))
+            )
+            for u in backends
         )
-        rows.append([b, n, m, f"{t_scipy:.3g}", f"{t_lapx:.3g}", f"{t_scipy / t_lapx:.2f}x"])
+        route = "scipy as is" if matching_module._few_small(x) else "lapx"
+        rows.append(
+            [b, n, m, f"{t_scipy:.3g}", f"{t_lapx:.3g}", f"{t_scipy / t_lapx:.2f}x"]
+            + [f"{t_default:.3g}", route]
+        )
         log("back ends | " + " | ".join(str(v) for v in rows[-1]))
     return [
-        "**Back ends** (1 thread; `matching` uses lapx for every CPU matrix without NaN, "
-        "`+inf` or scores beyond 2^1000):",
+        "**Back ends** (1 thread; as it ships, `matching` sends a few small matrices with "
+        "finite scores to scipy as they are, every other CPU matrix without NaN, `+inf` or "
+        "scores beyond 2^1000 to lapx):",
         "",
-        table(["B", "N", "M", "scipy s", "lapx s", "scipy / lapx"], rows),
+        table(
+            ["B", "N", "M", "scipy s", "lapx s", "scipy / lapx", "as shipped s", "its route"],
+            rows,
+        ),
     ]
 
 

@@ -49,7 +49,7 @@ from benchmarks._common import (
     timed,
     version,
 )
-from benchmarks.matching import with_lapx
+from benchmarks.matching import with_backend
 from benchmarks.sinkhorn_forward import TOL, plain_loop, pot_solver, run_pot, sweep_budget
 from pyro_permutations.ops import log_sinkhorn, marginal_error, matching
 
@@ -105,7 +105,7 @@ def torch_threads(threads):
 
 def ours_scipy(x):
     """``matching`` with its lapx path switched off: every CPU matrix goes to scipy."""
-    return with_lapx(False, lambda: matching(x))
+    return with_backend("scipy", lambda: matching(x))
 
 
 @contextlib.contextmanager
