@@ -118,24 +118,36 @@ class PartialBirkhoff(Constraint):
     to at most one (checked to within ``atol``). They are the convex hull of the partial
     permutation matrices (Mirsky 1959), as the Birkhoff polytope is of the permutation
     matrices: the support of soft partial matchings (``log_sinkhorn`` with rectangular scores
-    or, in its real block, with unmatched scores)."""
+    or, in its real block, with unmatched scores).
+
+    :param float atol: the tolerance of the checks.
+    :param bool complete: also every row (``N <= M``) or every column (``N >= M``) of the
+        smaller side sums to one: the hull of the matchings of ``min(N, M)`` pairs, the
+        support of ``log_sinkhorn`` of rectangular scores without unmatched scores.
+    """
 
     event_dim = 2
 
-    def __init__(self, atol=1e-4):
+    def __init__(self, atol=1e-4, complete=False):
         self.atol = atol
+        self.complete = bool(complete)
         super().__init__()
 
     def check(self, value):
         if value.dim() < 2:
             return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
         nonneg = (value >= -self.atol).all(-1).all(-1)
-        rows = (value.sum(-1) <= 1 + self.atol).all(-1)
-        cols = (value.sum(-2) <= 1 + self.atol).all(-1)
-        return nonneg & rows & cols
+        row_sums, col_sums = value.sum(-1), value.sum(-2)
+        ok = nonneg & (row_sums <= 1 + self.atol).all(-1) & (col_sums <= 1 + self.atol).all(-1)
+        if self.complete:
+            n, m = value.shape[-2:]
+            for sums, smaller in ((row_sums, n <= m), (col_sums, n >= m)):
+                if smaller:
+                    ok = ok & (sums >= 1 - self.atol).all(-1)
+        return ok
 
     def __repr__(self):
-        return f"{type(self).__name__}(atol={self.atol})"
+        return f"{type(self).__name__}(atol={self.atol}, complete={self.complete})"
 
 
 class PartialPermutation(Constraint):
@@ -144,13 +156,19 @@ class PartialPermutation(Constraint):
 
     :param int num_cols: the number of columns ``M`` (entries must be below it); ``None``
         accepts any non-negative column index.
+    :param bool complete: also exactly ``min(N, M)`` rows are matched (every item of the
+        smaller side), as in :func:`~pyro_permutations.ops.matching` of rectangular scores
+        without unmatched scores; needs ``num_cols``.
     """
 
     is_discrete = True
     event_dim = 1
 
-    def __init__(self, num_cols=None):
+    def __init__(self, num_cols=None, complete=False):
+        if complete and num_cols is None:
+            raise ValueError("PartialPermutation(complete=True) needs num_cols, the number M")
         self.num_cols = num_cols
+        self.complete = bool(complete)
         super().__init__()
 
     def check(self, value):
@@ -161,18 +179,29 @@ class PartialPermutation(Constraint):
             in_range = in_range & (value < self.num_cols).all(-1)
         ordered = value.sort(dim=-1).values
         repeated = ((ordered[..., 1:] == ordered[..., :-1]) & (ordered[..., 1:] >= 0)).any(-1)
-        return in_range & ~repeated
+        ok = in_range & ~repeated
+        if self.complete:
+            ok = ok & ((value >= 0).sum(-1) == min(value.shape[-1], self.num_cols))
+        return ok
 
     def __repr__(self):
-        return f"{type(self).__name__}(num_cols={self.num_cols})"
+        return f"{type(self).__name__}(num_cols={self.num_cols}, complete={self.complete})"
 
 
 class PartialPermutationMatrix(Constraint):
     """Partial permutation matrices ``(..., N, M)``: 0/1 entries, at most one 1 in each row and
-    each column."""
+    each column.
+
+    :param bool complete: also exactly ``min(N, M)`` ones (every item of the smaller side
+        matched).
+    """
 
     is_discrete = True
     event_dim = 2
+
+    def __init__(self, complete=False):
+        self.complete = bool(complete)
+        super().__init__()
 
     def check(self, value):
         if value.dim() < 2:
@@ -180,10 +209,13 @@ class PartialPermutationMatrix(Constraint):
         binary = ((value == 0) | (value == 1)).all(-1).all(-1)
         rows = (value.sum(-1) <= 1).all(-1)
         cols = (value.sum(-2) <= 1).all(-1)
-        return binary & rows & cols
+        ok = binary & rows & cols
+        if self.complete:
+            ok = ok & (value.sum((-2, -1)) == min(value.shape[-2:]))
+        return ok
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(complete={self.complete})"
 
 
 birkhoff = Birkhoff()

@@ -46,7 +46,7 @@ class PartialGumbelMatching(TorchDistribution):
 
     def __init__(self, log_alpha, *, unmatched_rows=None, unmatched_cols=None, validate_args=None):
         check_scores(log_alpha, "log_alpha", allow_neg_inf=True, square=False)
-        unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols)
+        unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols, "log_alpha")
         batch_shape = log_alpha.shape[:-2]
         if unmatched is not None:
             batch_shape = torch.broadcast_shapes(
@@ -65,8 +65,11 @@ class PartialGumbelMatching(TorchDistribution):
 
     @property
     def support(self):
-        """:class:`~pyro_permutations.constraints.PartialPermutation` into ``M`` columns."""
-        return PartialPermutation(num_cols=self.log_alpha.shape[-1])
+        """:class:`~pyro_permutations.constraints.PartialPermutation` into ``M`` columns,
+        complete (exactly ``min(N, M)`` rows matched) without unmatched scores."""
+        return PartialPermutation(
+            num_cols=self.log_alpha.shape[-1], complete=self.unmatched_rows is None
+        )
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(PartialGumbelMatching, _instance)

@@ -7,7 +7,7 @@ from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 from torch.distributions.kl import register_kl
 
-from pyro_permutations.constraints import partial_birkhoff
+from pyro_permutations.constraints import PartialBirkhoff
 from pyro_permutations.ops import log_sinkhorn, sample_gumbel
 from pyro_permutations.ops._validation import (
     broadcast_shapes,
@@ -50,7 +50,8 @@ class PartialGumbelSinkhorn(TorchDistribution):
     :func:`~pyro_permutations.ops.log_sinkhorn` on them (the augmented matrix with corner 0,
     rows ``(1_N, M)``, columns ``(1_M, N)``; without unmatched scores the rectangular problem,
     every item of the smaller side matched). ``P`` is doubly substochastic
-    (:data:`~pyro_permutations.constraints.partial_birkhoff`): ``P[i, j]`` is the weight of
+    (:class:`~pyro_permutations.constraints.PartialBirkhoff`, with ``complete=True`` when no
+    unmatched scores are given: then the smaller side's sums are one): ``P[i, j]`` is the weight of
     row ``i`` going to column ``j``, ``1 - sum_j P[i, j]`` that of row ``i`` being unmatched.
     As ``tau -> 0``, ``P`` tends to the matrix of a :class:`PartialGumbelMatching` sample.
     ``rsample`` is reparameterised: gradients reach ``log_alpha``, the unmatched scores and
@@ -107,8 +108,13 @@ class PartialGumbelSinkhorn(TorchDistribution):
         "log_alpha": constraints.independent(constraints.real, 2),
         "temperature": constraints.positive,
     }
-    support = partial_birkhoff
     has_rsample = True
+
+    @property
+    def support(self):
+        """:class:`~pyro_permutations.constraints.PartialBirkhoff`, complete (every item of the
+        smaller side matched) without unmatched scores."""
+        return PartialBirkhoff(complete=self.unmatched_rows is None)
 
     def __init__(
         self,
@@ -127,7 +133,7 @@ class PartialGumbelSinkhorn(TorchDistribution):
         if not isinstance(temperature, torch.Tensor):
             temperature = torch.tensor(temperature, dtype=log_alpha.dtype, device=log_alpha.device)
         temperature = temperature.to(dtype=log_alpha.dtype, device=log_alpha.device)
-        unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols)
+        unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols, "log_alpha")
         named = [("log_alpha", log_alpha.shape[:-2]), ("temperature", temperature.shape)]
         if unmatched is not None:
             named += [("unmatched_rows", unmatched[0].shape[:-1])]
@@ -285,6 +291,7 @@ def _kl_partial_gumbel_sinkhorn(q, p):
             f"kl_divergence needs equal event shapes, got {tuple(q.event_shape)} and "
             f"{tuple(p.event_shape)}"
         )
+    broadcast_shapes("batch shapes", ("q", q.batch_shape), ("p", p.batch_shape))
     loc_q, loc_p = q._locations(), p._locations()
     tau_q, tau_p = q._tau(), p._tau()
     forbidden_q, forbidden_p = torch.isneginf(loc_q), torch.isneginf(loc_p)

@@ -78,7 +78,11 @@ class UniformPartialMatching(TorchDistribution):
         if not bool(((match_prob >= 0) & (match_prob <= 1)).all()):
             raise ValueError(
                 "match_prob must lie in [0, 1] (the probability that a row is matched), got "
-                f"values in [{match_prob.min().item()}, {match_prob.max().item()}]"
+                + (
+                    "NaN"
+                    if bool(match_prob.isnan().any())
+                    else f"values in [{match_prob.min().item()}, {match_prob.max().item()}]"
+                )
             )
         if self.n > self.m and bool((match_prob == 1).any()):
             raise ValueError(
@@ -125,7 +129,25 @@ class UniformPartialMatching(TorchDistribution):
              for j in range(len(k))],
             dtype=k.dtype, device=k.device,
         )  # fmt: skip
-        return log_comb + torch.xlogy(k, p) + torch.xlogy(self.n - k, 1 - p)
+        return log_comb + _xlogy(k, p) + _xlogy(self.n - k, 1 - p)
+
+    def _log_z(self):
+        """``log sum_{k <= min(n, m)} C(n, k) p^k (1 - p)^(n - k)``, shape ``batch_shape``,
+        with its derivative at ``p = 0`` and ``1`` too: ``0`` when ``n <= m`` (the whole
+        binomial) and at ``p = 0`` (where ``dz/dp = -n + n``), which a log-space sum would make
+        NaN there (its vanishing terms have infinite log-derivatives)."""
+        p = self.match_prob
+        if self.n <= self.m:
+            return torch.zeros_like(p)
+        at_zero = p == 0
+        safe = torch.where(at_zero, torch.full_like(p, 0.5), p)  # no NaN in the unused branch
+        k = torch.arange(self.m + 1, dtype=p.dtype, device=p.device)
+        log_comb = torch.lgamma(k.new_tensor(self.n + 1.0)) - torch.lgamma(k + 1)
+        log_comb = log_comb - torch.lgamma(self.n - k + 1)
+        terms = (
+            log_comb + k * safe.unsqueeze(-1).log() + (self.n - k) * (-safe).log1p().unsqueeze(-1)
+        )
+        return torch.where(at_zero, torch.zeros_like(p), terms.logsumexp(-1))
 
     def sample(self, sample_shape=torch.Size()):
         shape = torch.Size(sample_shape) + self.batch_shape
@@ -155,8 +177,7 @@ class UniformPartialMatching(TorchDistribution):
         # log (m - k)! / m!, for k <= m (larger k is invalid and masked).
         k_safe = k.clamp(max=self.m)
         log_falling = torch.lgamma(self.m + 1 - k_safe) - math.lgamma(self.m + 1)
-        log_z = self._log_weights().logsumexp(-1)
-        log_p = torch.xlogy(k, p) + torch.xlogy(self.n - k, 1 - p) + log_falling - log_z
+        log_p = _xlogy(k, p) + _xlogy(self.n - k, 1 - p) + log_falling - self._log_z()
         return log_p.masked_fill(~valid, -math.inf)
 
     def enumerate_support(self, expand=True):
@@ -172,3 +193,13 @@ class UniformPartialMatching(TorchDistribution):
         if expand:
             values = values.expand((count,) + self.batch_shape + (self.n,))
         return values
+
+
+def _xlogy(x, y):
+    """``x log y`` with ``0 log 0 = 0``, whose gradient in ``y`` is 0 where ``x = 0`` (torch's
+    ``xlogy`` gives ``0 / 0``, NaN, at ``y = 0``)."""
+    x = torch.as_tensor(x, dtype=y.dtype, device=y.device)
+    zero = x == 0
+    return torch.where(
+        zero, torch.zeros_like(y), x * torch.where(zero, torch.ones_like(y), y).log()
+    )

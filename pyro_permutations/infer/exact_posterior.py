@@ -209,6 +209,11 @@ def _log_joint(model, site, value, nesting, prior, kind, args, kwargs):
         return batched_log_joint(
             model, {site: value}, count, nesting, _VALUES_PLATE, args, kwargs, skip, value.device
         )
+    except NotImplementedError as e:  # the site's distribution has no pmf
+        raise ValueError(
+            f"site {site!r}'s distribution has no log_prob ({e}); pass prior='uniform' for a "
+            f"uniform prior over its values, or give the site a distribution with a pmf"
+        ) from None
     except LatentSite as e:
         raise ValueError(
             f"exact_posterior needs every sample site other than {site!r} observed, but "
@@ -337,7 +342,10 @@ def exact_posterior(
     ``N != M``, or with a support on partial matchings (``partial_birkhoff``, as
     :class:`~pyro_permutations.distributions.PartialGumbelSinkhorn`, with ``prior="uniform"``;
     or ``partial_permutation_matrix``), over their matrices ``partial_perm_to_matrix(perm, M)``.
-    The result is then aligned with ``all_partial_perms(N, M)``. A square ``(N, N)`` matrix
+    The result is then aligned with ``all_partial_perms(N, M)``. A support marked
+    ``complete`` (every item of the smaller side matched: ``PartialGumbelSinkhorn`` and
+    ``PartialGumbelMatching`` without unmatched scores) is enumerated over the matchings of
+    ``min(N, M)`` pairs only; the others get probability 0. A square ``(N, N)`` matrix
     site of any other support is enumerated over the ``N!`` permutations, as above; a uniform
     prior over partial matchings gives every one the same weight whatever its number of
     matches, so a model with a relaxed site adds the prior's dependence on the number of
@@ -483,9 +491,14 @@ def exact_posterior(
         )
     dtype, device = _site_dtype_device(fn, site, kind, value_dtype, value_device)
     if partial:
-        perms = all_partial_perms(n, m, device=device)
+        every = all_partial_perms(n, m, device=device)
+        # A complete support: only the matchings of min(N, M) pairs are values of the site.
+        complete = (
+            ((every >= 0).sum(-1) == min(n, m)) if getattr(fn.support, "complete", False) else None
+        )
+        perms = every if complete is None else every[complete]
     else:
-        perms = all_permutations(n, device=device)
+        perms, complete = all_permutations(n, device=device), None
     trace = _first_trace(model, site, _values(perms[:1], kind, dtype, m)[0], args, kwargs)
     if max_plate_nesting is None:
         max_plate_nesting = plate_nesting(trace)
@@ -509,4 +522,8 @@ def exact_posterior(
             "model, or pass prior='uniform' if the site's density vanishes at permutations"
         )
     log_post = log_joint - torch.logsumexp(log_joint, 0)
+    if complete is not None:  # aligned with all_partial_perms(N, M): 0 off the support
+        log_post = torch.full(
+            complete.shape, -math.inf, dtype=log_post.dtype, device=log_post.device
+        ).masked_scatter(complete, log_post)
     return log_post if log else log_post.exp()

@@ -8,6 +8,7 @@ import torch
 
 from pyro_permutations.ops import _assignment_torch
 from pyro_permutations.ops._validation import (
+    broadcast_shapes,
     check_floating,
     check_matrix,
     check_scores,
@@ -271,24 +272,25 @@ def _solve_batch(scores, workers):
     return out, min(problems, key=lambda p: (p[1] != "invalid", p[0]), default=None)
 
 
-def _unmatched_scores(x, name, shape, scores):
-    """``x`` (a number or a tensor broadcastable to ``shape``) as a finite tensor of ``shape``
-    with ``scores``' dtype and device."""
+def _unmatched_scores(x, name, size, scores, scores_name):
+    """``x`` (a number or a tensor of shape ``(..., size)`` or ``(..., 1)``) as a finite tensor
+    of at least one dimension with ``scores``' dtype and device (a number is made in that
+    dtype, so that a float64 problem keeps every digit of it)."""
     if not isinstance(x, torch.Tensor):
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise TypeError(f"{name} must be a number or a floating tensor, got {type(x).__name__}")
-        x = torch.tensor(float(x))
+        x = torch.tensor(float(x), dtype=scores.dtype, device=scores.device)
     check_tensor(x, name)
     if not x.dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
-    try:
-        x = x.to(dtype=scores.dtype, device=scores.device).expand(shape)
-    except RuntimeError:
+    x = x.to(dtype=scores.dtype, device=scores.device)
+    x = x.reshape(1) if x.dim() == 0 else x
+    if x.shape[-1] not in (1, size):
         raise ValueError(
-            f"{name} of shape {tuple(x.shape)} does not broadcast to {tuple(shape)}: give one "
-            f"score per {'row' if name.endswith('rows') else 'column'} of scores "
-            f"{tuple(scores.shape)} (or a number for all)"
-        ) from None
+            f"{name} of shape {tuple(x.shape)} does not fit {scores_name} {tuple(scores.shape)}: "
+            f"give one score per {'row' if name.endswith('rows') else 'column'} ({size}, the "
+            f"last dimension) or a number for all"
+        )
     if not bool(torch.isfinite(x).all()):
         raise ValueError(
             f"{name} must be finite (NaN, +inf and -inf are not allowed); to keep an item "
@@ -297,9 +299,10 @@ def _unmatched_scores(x, name, shape, scores):
     return x
 
 
-def check_unmatched(scores, unmatched_rows, unmatched_cols):
+def check_unmatched(scores, unmatched_rows, unmatched_cols, name="scores"):
     """Both unmatched scores or neither: ``None`` or ``(u, v)`` as finite tensors of shapes
-    ``(..., N)`` and ``(..., M)`` (broadcast with ``scores``' batch shape)."""
+    ``batch + (N,)`` and ``batch + (M,)``, ``batch`` the broadcast of ``scores``' batch shape
+    and theirs (``scores`` is then to be expanded to it, :func:`broadcast_unmatched`)."""
     if unmatched_rows is None and unmatched_cols is None:
         return None
     if unmatched_rows is None or unmatched_cols is None:
@@ -307,10 +310,25 @@ def check_unmatched(scores, unmatched_rows, unmatched_cols):
             "give both unmatched_rows and unmatched_cols (or neither): a row or a column may "
             "go unmatched only at a score; use a number (e.g. 0.0) for the same score for all"
         )
-    batch, (n, m) = scores.shape[:-2], scores.shape[-2:]
-    u = _unmatched_scores(unmatched_rows, "unmatched_rows", batch + (n,), scores)
-    v = _unmatched_scores(unmatched_cols, "unmatched_cols", batch + (m,), scores)
-    return u, v
+    n, m = scores.shape[-2:]
+    u = _unmatched_scores(unmatched_rows, "unmatched_rows", n, scores, name)
+    v = _unmatched_scores(unmatched_cols, "unmatched_cols", m, scores, name)
+    batch = broadcast_shapes(
+        "batch shapes",
+        (name, scores.shape[:-2]),
+        ("unmatched_rows", u.shape[:-1]),
+        ("unmatched_cols", v.shape[:-1]),
+    )
+    return u.expand(batch + (n,)), v.expand(batch + (m,))
+
+
+def broadcast_unmatched(scores, unmatched_rows, unmatched_cols, name="scores"):
+    """``(scores, unmatched)``: :func:`check_unmatched`'s ``unmatched``, and ``scores``
+    expanded to its batch shape (unchanged without unmatched scores)."""
+    unmatched = check_unmatched(scores, unmatched_rows, unmatched_cols, name)
+    if unmatched is not None:
+        scores = scores.expand(unmatched[0].shape[:-1] + scores.shape[-2:])
+    return scores, unmatched
 
 
 def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
@@ -391,7 +409,7 @@ def matching(scores, *, unmatched_rows=None, unmatched_cols=None):
     """
     check_floating(scores, "scores")
     check_matrix(scores, "scores")
-    unmatched = check_unmatched(scores, unmatched_rows, unmatched_cols)
+    scores, unmatched = broadcast_unmatched(scores, unmatched_rows, unmatched_cols)
     n, m = scores.shape[-2:]
     batch_shape = scores.shape[:-2]
     device = scores.device

@@ -15,7 +15,7 @@ from pyro_permutations.ops._validation import (
     check_square,
     is_int,
 )
-from pyro_permutations.ops.matching import check_unmatched, matching
+from pyro_permutations.ops.matching import broadcast_unmatched, matching
 
 __all__ = ["SinkhornInfo", "log_sinkhorn", "marginal_error", "sinkhorn"]
 
@@ -528,7 +528,9 @@ def log_sinkhorn(
     n_iters = None if n_iters is None else int(n_iters)
     if grad is None:
         grad = "unrolled" if n_iters is not None else "implicit"
-    unmatched = check_unmatched(log_alpha, unmatched_rows, unmatched_cols)
+    log_alpha, unmatched = broadcast_unmatched(
+        log_alpha, unmatched_rows, unmatched_cols, "log_alpha"
+    )
     if unmatched is not None or log_alpha.shape[-1] != log_alpha.shape[-2]:
         return _log_sinkhorn_partial(
             log_alpha, unmatched, tol, max_iter, n_iters, grad, return_info, has_neg_inf

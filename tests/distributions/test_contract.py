@@ -150,6 +150,18 @@ def test_infer_shapes_takes_every_constructor_argument(case, batch):
     assert case.cls.infer_shapes(**shapes) == (d.batch_shape, d.event_shape)
 
 
+@pytest.mark.parametrize("cls", [PartialGumbelSinkhorn, PartialGumbelMatching])
+def test_unmatched_scores_may_carry_the_larger_batch(cls):
+    """``infer_shapes`` broadcasts the unmatched scores' batch shapes with ``log_alpha``'s; so
+    does the constructor, and a draw has that batch shape."""
+    shapes = dict(log_alpha=(3, N, N + 1), unmatched_rows=(5, 1, N), unmatched_cols=(N + 1,))
+    args = {k: torch.randn(v) for k, v in shapes.items()}
+    extra = {"temperature": 0.5} if cls is PartialGumbelSinkhorn else {}
+    d = cls(**args, **extra)
+    assert (d.batch_shape, d.event_shape) == cls.infer_shapes(**shapes)
+    assert d.batch_shape == (5, 3) and draw(d).shape == (5, 3) + d.event_shape
+
+
 # ------------------------------------------------------------------------------------ expand
 
 

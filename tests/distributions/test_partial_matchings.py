@@ -62,8 +62,17 @@ def test_uniform_partial_matching_errors():
         UniformPartialMatching(2, 0, 0.5)
     with pytest.raises(TypeError, match="match_prob"):
         UniformPartialMatching(2, 3, "0.5")
+    with pytest.raises(ValueError, match="match_prob must lie in \\[0, 1\\].*got NaN"):
+        UniformPartialMatching(3, 2, torch.tensor([0.5, float("nan")]))
     with pytest.raises(ValueError, match="cannot enumerate"):
         UniformPartialMatching(9, 9, 0.5).enumerate_support()
+
+
+def test_kl_of_batches_that_do_not_broadcast_names_them():
+    q = PartialGumbelSinkhorn(torch.zeros(4, 2, 3), 1.0)
+    p = PartialGumbelSinkhorn(torch.zeros(3, 2, 3), 1.0)
+    with pytest.raises(ValueError, match=r"batch shapes of q \(4,\) and p \(3,\) do not broadcast"):
+        kl_divergence(q, p)
 
 
 def partial_case(dtype=torch.float64, seed=0, batch=(2,)):
@@ -170,3 +179,33 @@ def test_partial_gumbel_matching():
     assert bool((PartialGumbelMatching(x).sample((20,)) >= 0).all())
     with pytest.raises(NotImplementedError, match="no closed-form pmf"):
         d.log_prob(samples)
+
+
+@pytest.mark.parametrize(
+    "n, m, p, value",
+    [
+        (2, 3, 1.0, [0, 1]),
+        (2, 3, 0.0, [-1, -1]),
+        (3, 2, 0.0, [-1, -1, -1]),
+        (3, 2, 0.3, [0, -1, 1]),
+    ],
+)
+def test_uniform_partial_matching_gradient_is_finite_differences(n, m, p, value):
+    """``d log_prob / d match_prob`` equals the one-sided finite difference at ``p = 0`` and
+    ``1`` (no NaN from ``0 log 0``) and the central one inside."""
+    value = torch.tensor(value)
+
+    def f(q):
+        return UniformPartialMatching(n, m, q).log_prob(value)
+
+    q = torch.tensor(p, dtype=torch.float64, requires_grad=True)
+    f(q).backward()
+    h = 1e-7
+    if p == 1.0:
+        fd = (f(q.detach()) - f(q.detach() - h)) / h
+    elif p == 0.0:
+        fd = (f(q.detach() + h) - f(q.detach())) / h
+    else:
+        fd = (f(q.detach() + h) - f(q.detach() - h)) / (2 * h)
+    assert torch.isfinite(q.grad)
+    torch.testing.assert_close(q.grad, fd, rtol=1e-5, atol=1e-5)

@@ -111,7 +111,8 @@ def test_in_a_plate():
 def test_relaxed_matrix_site_with_uniform_prior(unmatched):
     """A PartialGumbelSinkhorn site (prior="uniform") is scored at the partial permutation
     matrices; with the prior's match-count terms as a factor of P it equals the discrete
-    model (with or without unmatched scores: the enumeration covers every partial matching)."""
+    model. Without unmatched scores its values match every row (its support is complete), so
+    the posterior is the discrete one conditioned on two matches, 0 elsewhere."""
     detections = DETECTIONS[0]
     n, m = 2, 3
     extra = {"unmatched_rows": 0.0, "unmatched_cols": 0.0} if unmatched else {}
@@ -127,7 +128,13 @@ def test_relaxed_matrix_site_with_uniform_prior(unmatched):
 
     probs = exact_posterior(relaxed, "P", prior="uniform")
     assert probs.shape == (13,) and probs.dtype == torch.float64
-    assert torch.allclose(probs, aligned(by_hand(detections[None]), n, m), atol=1e-12)
+    expected = aligned(by_hand(detections[None]), n, m)
+    if not unmatched:
+        complete = (all_partial_perms(n, m) >= 0).sum(-1) == n
+        expected = torch.where(complete, expected, 0.0)
+        expected = expected / expected.sum()
+        assert (probs[~complete] == 0).all()
+    assert torch.allclose(probs, expected, atol=1e-12)
     with pytest.raises(ValueError, match="prior='uniform'.*partial matching"):
         exact_posterior(relaxed, "P")
 
@@ -163,3 +170,31 @@ def test_errors():
 
     with pytest.raises(ValueError, match="batch shape"):
         exact_posterior(batched, "a")
+
+
+def test_partial_gumbel_matching_site_without_unmatched_scores():
+    """PartialGumbelMatching without unmatched scores draws matchings of min(N, M) pairs only,
+    so its support is complete: with prior="uniform" the posterior lives on those (as for a
+    plain loop over them); with its own prior (it has no pmf) a clear error."""
+    from pyro_permutations.distributions import PartialGumbelMatching
+
+    weights = torch.tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+
+    def model():
+        a = pyro.sample("a", PartialGumbelMatching(torch.zeros(2, 3)))
+        rows = torch.arange(2)
+        pyro.factor("f", torch.where(a >= 0, weights[rows, a.clamp(min=0)], 0.0).sum(-1))
+
+    probs = exact_posterior(model, "a", prior="uniform")
+    perms = all_partial_perms(2, 3)
+    complete = (perms >= 0).sum(-1) == 2
+    score = torch.tensor(
+        [sum(weights[i, j] for i, j in enumerate(p) if j >= 0) for p in perms.tolist()],
+        dtype=torch.float64,
+    )
+    expected = torch.where(complete, score.exp(), 0.0)
+    assert torch.allclose(probs, expected / expected.sum(), atol=1e-12)
+    assert bool(PartialGumbelMatching(torch.zeros(2, 3)).support.check(perms[complete]).all())
+    assert not PartialGumbelMatching(torch.zeros(2, 3)).support.check(perms[~complete]).any()
+    with pytest.raises(ValueError, match="has no log_prob.*prior='uniform'"):
+        exact_posterior(model, "a")

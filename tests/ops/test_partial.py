@@ -16,6 +16,7 @@ from pyro_permutations.ops import (
     matrix_to_partial_perm,
     num_partial_perms,
     partial_perm_to_matrix,
+    sinkhorn,
 )
 
 FLOAT_DTYPES = [torch.float32, torch.float64]
@@ -69,6 +70,27 @@ def test_constraints_reject():
     assert constraints.partial_permutation.is_discrete
     assert constraints.partial_permutation.event_dim == 1
     assert constraints.partial_permutation_matrix.event_dim == 2
+
+
+@pytest.mark.parametrize("n, m", [(2, 3), (3, 2), (3, 3)])
+def test_complete_constraints_keep_the_matchings_of_min_n_m_pairs(n, m):
+    """``complete=True`` keeps exactly the partial matchings of ``min(N, M)`` pairs, for the
+    vectors, their matrices, and (with sums of one on the smaller side) soft matrices: a
+    Sinkhorn matrix of rectangular scores is in it, one with unmatched scores is not."""
+    perms = all_partial_perms(n, m)
+    full = (perms >= 0).sum(-1) == min(n, m)
+    matrices = partial_perm_to_matrix(perms, m)
+    assert torch.equal(constraints.PartialPermutation(num_cols=m, complete=True).check(perms), full)
+    assert torch.equal(constraints.PartialPermutationMatrix(complete=True).check(matrices), full)
+    assert torch.equal(constraints.PartialBirkhoff(complete=True).check(matrices), full)
+    assert bool(constraints.partial_birkhoff.check(matrices).all())
+    x = torch.randn(n, m, generator=torch.Generator().manual_seed(n + m), dtype=torch.float64)
+    assert bool(constraints.PartialBirkhoff(complete=True).check(sinkhorn(x)))
+    dustbin = sinkhorn(x, unmatched_rows=0.0, unmatched_cols=0.0)[:n, :m]  # the real block
+    assert not bool(constraints.PartialBirkhoff(complete=True).check(dustbin))
+    assert bool(constraints.partial_birkhoff.check(dustbin))
+    with pytest.raises(ValueError, match="needs num_cols"):
+        constraints.PartialPermutation(complete=True)
 
 
 def test_value_type_errors():
@@ -190,8 +212,10 @@ def test_matching_unmatched_bad_inputs():
         matching(x, unmatched_rows=0.0, unmatched_cols=torch.tensor(-torch.inf))
     with pytest.raises(ValueError, match="unmatched_rows must be finite"):
         matching(x, unmatched_rows=torch.tensor([0.0, float("nan")]), unmatched_cols=0.0)
-    with pytest.raises(ValueError, match="unmatched_rows of shape \\(3,\\) does not broadcast"):
+    with pytest.raises(ValueError, match="unmatched_rows of shape \\(3,\\) does not fit scores"):
         matching(x, unmatched_rows=torch.zeros(3), unmatched_cols=0.0)
+    with pytest.raises(ValueError, match="batch shapes of scores \\(4,\\) and unmatched_rows"):
+        matching(torch.zeros(4, 2, 3), unmatched_rows=torch.zeros(5, 2), unmatched_cols=0.0)
     with pytest.raises(TypeError, match="unmatched_rows"):
         matching(x, unmatched_rows="0", unmatched_cols=0.0)
 
@@ -203,3 +227,26 @@ def test_partial_on_cuda():
     assert perm.device.type == "cuda"
     assert torch.equal(perm.cpu(), matching(x.cpu(), unmatched_rows=0.0, unmatched_cols=0.0))
     assert partial_perm_to_matrix(perm, 5).device.type == "cuda"
+
+
+def test_matching_unmatched_scores_broadcast_with_the_scores():
+    """Unmatched scores with more batch dimensions than the scores broadcast against them:
+    each element of the result is the matching of its own scores and unmatched scores."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    u = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    v = torch.randn(2, generator=g, dtype=torch.float64)
+    perm = matching(x, unmatched_rows=u, unmatched_cols=v)
+    assert perm.shape == (5, 3)
+    for b in range(5):
+        assert torch.equal(perm[b], matching(x, unmatched_rows=u[b], unmatched_cols=v))
+
+
+def test_matching_number_unmatched_scores_keep_float64():
+    """A Python number is taken in the scores' dtype: in float64 a score 1e-9 above it wins,
+    and 1e300 is a finite unmatched score."""
+    x = torch.tensor([[0.1 + 1e-9]], dtype=torch.float64)
+    assert matching(x, unmatched_rows=0.1, unmatched_cols=0.0).item() == 0
+    assert matching(x - 2e-9, unmatched_rows=0.1, unmatched_cols=0.0).item() == -1
+    big = matching(torch.zeros(1, 1, dtype=torch.float64), unmatched_rows=1e300, unmatched_cols=0.0)
+    assert big.item() == -1

@@ -2,6 +2,8 @@
 zero-temperature limit against matching and brute force, gradients (implicit against unrolled,
 gradcheck), the square case as a limit, padding for ragged batches, and errors."""
 
+import math
+
 import pytest
 import torch
 
@@ -234,7 +236,7 @@ def test_bad_inputs():
         log_sinkhorn(x, unmatched_cols=0.0)
     with pytest.raises(ValueError, match="unmatched_rows must be finite"):
         log_sinkhorn(x, unmatched_rows=-torch.inf, unmatched_cols=0.0)
-    with pytest.raises(ValueError, match="unmatched_cols of shape \\(2,\\) does not broadcast"):
+    with pytest.raises(ValueError, match="unmatched_cols of shape \\(2,\\) does not fit log_alpha"):
         log_sinkhorn(x, unmatched_rows=0.0, unmatched_cols=torch.zeros(2))
     with pytest.raises(ValueError, match="log_alpha must have shape"):
         log_sinkhorn(torch.zeros(2, 0), unmatched_rows=0.0, unmatched_cols=0.0)
@@ -253,3 +255,23 @@ def test_cuda(dtype):
     assert torch.allclose(p.cpu(), sinkhorn(x.cpu(), tol=TOL[dtype]), atol=1e-4)
     q = sinkhorn(x, unmatched_rows=0.0, unmatched_cols=0.0, tol=TOL[dtype])
     assert float(dustbin_errors(q.cpu()).max()) <= 2 * TOL[dtype]
+
+
+def test_unmatched_scores_broadcast_with_log_alpha():
+    """Unmatched scores with a larger batch than ``log_alpha``: the result has the broadcast
+    batch shape, each element that of its own unmatched scores, and float64 numbers are kept
+    in float64."""
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 2, generator=g, dtype=torch.float64)
+    u = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    log_p = log_sinkhorn(x, unmatched_rows=u, unmatched_cols=0.0, tol=1e-10)
+    assert log_p.shape == (4, 4, 3)
+    for b in range(4):
+        one = log_sinkhorn(x, unmatched_rows=u[b], unmatched_cols=0.0, tol=1e-10)
+        torch.testing.assert_close(log_p[b], one)
+    exact = math.log(0.1)
+    by_number = log_sinkhorn(x, unmatched_rows=exact, unmatched_cols=0.0, tol=1e-12)
+    by_tensor = log_sinkhorn(
+        x, unmatched_rows=torch.tensor(exact, dtype=torch.float64), unmatched_cols=0.0, tol=1e-12
+    )
+    assert torch.equal(by_number, by_tensor)
