@@ -162,6 +162,15 @@ class UniformPartialMatching(TorchDistribution):
             return torch.where(matched, col, -1)
 
     def log_prob(self, value):
+        if isinstance(value, torch.Tensor) and value.dtype.is_floating_point:
+            raise ValueError(
+                f"UniformPartialMatching's values are partial permutations (long tensors "
+                f"(..., {self.n}), -1 for an unmatched row), got a {value.dtype} tensor of shape "
+                f"{tuple(value.shape)}: a relaxed guide (PartialGumbelSinkhorn) cannot stand "
+                f"in for this discrete site; give the model a relaxed site with the prior's "
+                f"match-count terms as a pyro.factor (docs: the association tutorial), or a "
+                f"discrete guide"
+            )
         check_event_shape(value, self.event_shape, type(self).__name__)
         if self._validate_args:
             self._validate_sample(value)

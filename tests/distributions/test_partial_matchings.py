@@ -62,6 +62,8 @@ def test_uniform_partial_matching_errors():
         UniformPartialMatching(2, 0, 0.5)
     with pytest.raises(TypeError, match="match_prob"):
         UniformPartialMatching(2, 3, "0.5")
+    with pytest.raises(ValueError, match="relaxed guide .* cannot stand in"):
+        UniformPartialMatching(2, 3, 0.5).log_prob(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="match_prob must lie in \\[0, 1\\].*got NaN"):
         UniformPartialMatching(3, 2, torch.tensor([0.5, float("nan")]))
     with pytest.raises(ValueError, match="cannot enumerate"):
