@@ -118,12 +118,12 @@ class UniformPartialMatching(TorchDistribution):
         check_size(m, "m", "the number of columns, passed as an int")
         return torch.Size(match_prob), torch.Size((n,))
 
-    def _log_weights(self):
+    def _log_weights(self, p=None):
         """``log C(n, k) + k log p + (n - k) log(1 - p)`` for ``k = 0 .. min(n, m)``, shape
-        ``batch_shape + (min(n, m) + 1,)``."""
-        k = torch.arange(min(self.n, self.m) + 1, dtype=self.match_prob.dtype)
-        k = k.to(self.match_prob.device)
-        p = self.match_prob.unsqueeze(-1)
+        ``batch_shape + (min(n, m) + 1,)``, at ``p`` (default ``match_prob``)."""
+        p = self.match_prob if p is None else p
+        k = torch.arange(min(self.n, self.m) + 1, dtype=p.dtype, device=p.device)
+        p = p.unsqueeze(-1)
         log_comb = torch.tensor(
             [math.lgamma(self.n + 1) - math.lgamma(j + 1) - math.lgamma(self.n - j + 1)
              for j in range(len(k))],
@@ -141,13 +141,7 @@ class UniformPartialMatching(TorchDistribution):
             return torch.zeros_like(p)
         at_zero = p == 0
         safe = torch.where(at_zero, torch.full_like(p, 0.5), p)  # no NaN in the unused branch
-        k = torch.arange(self.m + 1, dtype=p.dtype, device=p.device)
-        log_comb = torch.lgamma(k.new_tensor(self.n + 1.0)) - torch.lgamma(k + 1)
-        log_comb = log_comb - torch.lgamma(self.n - k + 1)
-        terms = (
-            log_comb + k * safe.unsqueeze(-1).log() + (self.n - k) * (-safe).log1p().unsqueeze(-1)
-        )
-        return torch.where(at_zero, torch.zeros_like(p), terms.logsumexp(-1))
+        return torch.where(at_zero, torch.zeros_like(p), self._log_weights(safe).logsumexp(-1))
 
     def sample(self, sample_shape=torch.Size()):
         shape = torch.Size(sample_shape) + self.batch_shape
