@@ -205,8 +205,40 @@ def test_claim_compares_the_best_methods_seed_by_seed(tmp_path):
     assert "| above |" in table and "rounding (" in table and "map (" in table
 
 
+def test_workers_fit_the_same_data_sets_as_one_process(tmp_path):
+    """Two fitting processes store every point once, each on the data set a serial run
+    simulates (same candidates, same regression start), and a rerun of either resumes."""
+    config = dict(R.REDUCED, n=20, seeds=1, budget=0.2, methods=["map", "naive"])
+    config.update(tolerances=[0.05, 0.2], known_fractions=[0.0], known_tolerances=[0.2])
+    serial = R.run(config, tmp_path / "serial", progress=False)
+    parallel = R.run(config, tmp_path / "parallel", progress=False, workers=2, threads=1)
+    # 2 worm counts x 2 tolerances, plus known = 0 at nu = 0.2, for J = 1; x 2 methods.
+    assert len(serial.records) == len(parallel.records) == 10
+    assert serial.records.keys() == parallel.records.keys()
+    for key, r in serial.records.items():
+        q = parallel.records[key]
+        assert (q["candidates"], q["start_accuracy"], q["n"]) == (
+            r["candidates"],
+            r["start_accuracy"],
+            r["n"],
+        )
+        assert 0 <= q["accuracy"] <= 1 and q["trace"]
+    stored = json.loads((tmp_path / "parallel" / "points.json").read_text())["records"]
+    assert len(stored) == 10
+    again = R.run(config, tmp_path / "parallel", progress=False, workers=2, threads=1)
+    assert again.records == parallel.records
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        R.run(config, tmp_path / "parallel", progress=False, workers=0)
+
+
 def test_cli_rejects_bad_arguments():
-    for bad in (["--seeds", "0"], ["--budget", "-1"], ["--methods", "sorting"]):
+    for bad in (
+        ["--seeds", "0"],
+        ["--budget", "-1"],
+        ["--methods", "sorting"],
+        ["--workers", "0"],
+        ["--workers", "4096"],  # more workers than cores
+    ):
         with pytest.raises(SystemExit):
             cli.parse_args(bad)
 

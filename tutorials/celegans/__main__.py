@@ -3,6 +3,7 @@ positions and a known subset, by rounding, Gumbel-Sinkhorn and naive VI, MCMC an
 
     python -m tutorials.celegans            # reduced sweep: 2 seeds, 4 s per fit, ~10 minutes
     python -m tutorials.celegans --full     # the protocol: 10 seeds, 6 tolerances, 30 s per fit
+    python -m tutorials.celegans --full --workers 2   # two fits at a time, one per core
 
 Results go to tutorials/celegans/results/<reduced|full> (or --out DIR): points.json (every
 finished fit, stored at once: rerunning the same command resumes), tables.md, summary.csv,
@@ -50,6 +51,13 @@ def parse_args(argv):
     p.add_argument("--fresh", action="store_true", help="discard stored results first")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="fit in this many processes at once, each with --threads torch threads "
+        "(default 1); the budgets are wall clock, so at most one worker per core",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument(
         "--report",
@@ -63,6 +71,15 @@ def parse_args(argv):
         p.error("--budget must be positive (seconds)")
     if args.threads < 1:
         p.error("--threads must be at least 1")
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if args.workers > 1 and args.workers * args.threads > cores:
+        p.error(
+            f"--workers {args.workers} x --threads {args.threads} needs more than the {cores} "
+            "cores here: each fit's budget is wall clock, so shared cores would cut every "
+            "method's work; use fewer workers"
+        )
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available to torch here")
     return args
@@ -83,7 +100,13 @@ def main(argv=None):
             store = R.RecordStore(out / R.RESULTS_FILE, config, R.KEY)
         else:
             store = R.run(
-                config, out, fresh=args.fresh, progress=not args.no_progress, device=args.device
+                config,
+                out,
+                fresh=args.fresh,
+                progress=not args.no_progress,
+                device=args.device,
+                workers=args.workers,
+                threads=args.threads,
             )
     except CheckpointError as e:
         sys.exit(f"error: {e}")

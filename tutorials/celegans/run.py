@@ -15,6 +15,7 @@ RecordStore`), so an interrupted run loses at most the fit in flight.
 
 import csv
 import math
+import multiprocessing
 from pathlib import Path
 
 import torch
@@ -69,27 +70,77 @@ def settings(config):
     return list(dict.fromkeys(out))
 
 
-def run(config, out, fresh=False, progress=True, device="cpu"):
-    """Run (or resume) the sweep ``config`` into folder ``out``; returns the store."""
+def run(config, out, fresh=False, progress=True, device="cpu", workers=1, threads=1):
+    """Run (or resume) the sweep ``config`` into folder ``out``; returns the store.
+
+    With ``workers > 1`` the fits run in that many processes (``spawn``, ``threads`` torch
+    threads each) while this one alone writes the store, record by record as fits finish. Each
+    fit's budget is wall clock, so give every worker its own cores: more workers than cores
+    would cut every method's work.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     store = RecordStore(Path(out) / RESULTS_FILE, config, KEY, fresh=fresh)
-    connectome = load_connectome()
-    if config["n"] is not None:
-        connectome = connectome.subset(config["n"])
     todo = []
     # Seed by seed, so that a partial run covers every setting before it repeats any.
     for seed in range(config["seeds"]):
         for worms, nu, known in settings(config):
-            left = [
-                m
-                for m in config["methods"]
-                if store.get(worms=worms, nu=nu, known=known, seed=seed, method=m) is None
-            ]
-            if left:
-                todo.append((worms, nu, known, seed, left))
-    bar = tqdm(total=sum(len(t[-1]) for t in todo), desc="fits", unit="fit", disable=not progress)
-    for worms, nu, known, seed, methods in todo:
+            for m in config["methods"]:
+                if store.get(worms=worms, nu=nu, known=known, seed=seed, method=m) is None:
+                    todo.append((worms, nu, known, seed, m))
+    bar = tqdm(total=len(todo), desc="fits", unit="fit", disable=not progress)
+    if todo:
+        bar.set_postfix_str(_describe(todo[0]))
+    if workers == 1 or len(todo) <= 1:
+        _init_worker(config, device, None)
+        fits = map(_fit, todo)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # safe with torch's threads and with CUDA
+        pool = ctx.Pool(workers, _init_worker, (config, device, threads))
+        # Ordered, so that the store fills seed by seed as in a serial run.
+        fits = pool.imap(_fit, todo)
+    try:
+        for i, record in enumerate(fits):
+            store.add(record)
+            bar.update(1)
+            if i + 1 < len(todo):
+                bar.set_postfix_str(_describe(todo[i + 1]))
+    finally:
+        if workers > 1 and len(todo) > 1:
+            pool.terminate()  # an interrupt stops the fits in flight; the store has the rest
+            pool.join()
+    bar.close()
+    return store
+
+
+def _describe(task):
+    worms, nu, known, seed, method = task
+    return f"J={worms} nu={nu:g} known={known:g} seed={seed} {method}"
+
+
+# One fitting process's state: the sweep, its connectome and the last data set it simulated
+# (consecutive fits mostly share one, and each worker then builds it once).
+_WORKER = {}
+
+
+def _init_worker(config, device, threads):
+    if threads is not None:
+        torch.set_num_threads(threads)
+    connectome = load_connectome()
+    if config["n"] is not None:
+        connectome = connectome.subset(config["n"])
+    _WORKER.clear()
+    _WORKER.update(config=config, device=device, connectome=connectome, point=(None, None))
+
+
+def _fit(task):
+    """Fit one (worms, nu, known, seed, method) and return its record."""
+    worms, nu, known, seed, method = task
+    config, device = _WORKER["config"], _WORKER["device"]
+    key, point = _WORKER["point"]
+    if key != task[:4]:
         point = E.make_point(
-            connectome,
+            _WORKER["connectome"],
             worms,
             nu,
             known,
@@ -98,27 +149,21 @@ def run(config, out, fresh=False, progress=True, device="cpu"):
             noise_scale=config["noise_scale"],
             device=device,
         )
-        for method in methods:
-            bar.set_postfix_str(f"J={worms} nu={nu:g} known={known:g} seed={seed} {method}")
-            result = E.run_method(method, point, config["budget"], seed)
-            store.add(
-                {
-                    "worms": worms,
-                    "nu": nu,
-                    "known": known,
-                    "seed": seed,
-                    "method": method,
-                    "n": point.problem.n,
-                    "candidates": point.candidates,
-                    "start_accuracy": point.start_accuracy,
-                    "start_seconds": point.start_seconds,
-                    "device": str(device),
-                    **result,
-                }
-            )
-            bar.update(1)
-    bar.close()
-    return store
+        _WORKER["point"] = (task[:4], point)
+    result = E.run_method(method, point, config["budget"], seed)
+    return {
+        "worms": worms,
+        "nu": nu,
+        "known": known,
+        "seed": seed,
+        "method": method,
+        "n": point.problem.n,
+        "candidates": point.candidates,
+        "start_accuracy": point.start_accuracy,
+        "start_seconds": point.start_seconds,
+        "device": str(device),
+        **result,
+    }
 
 
 def _mean_se(values):
