@@ -1,44 +1,13 @@
-"""Peers: ``matching`` and ``log_sinkhorn`` against the strongest installed peers.
+"""Peers: ``log_sinkhorn`` forward against the strongest installed Sinkhorn solvers.
 
-Scores ``randn(B, N, N)`` (float32 torch tensor) at (B, N) = (1000, 50), (100, 200),
-(1, 2000); every solver gets the same tensor (converted as it needs, inside the timing) and
-its matchings are checked to reach scipy's optimal total (to 1e-9 relative) before timing.
-Peers are installed by `pip install -e ".[peers]"` (`pygmtools`, `torch-linear-assignment`,
-`ott-jax`; `lapx` is a dependency of the library); a missing one is reported "not installed".
-
-- **ours**: `pyro_permutations.ops.matching(x)` on a CPU tensor as a user calls it, with
-  torch's thread count (`--threads`): it calls lapx's `lapjvr_batch` (float64) on
-  row-reduced costs `max_k x_ik - x_ij`.
-- **ours (scipy path)**: the same call with lapx switched off, as for NaN, `+inf` or huge
-  scores and where lapx is missing (row- and column-reduced costs, scipy per matrix, threads
-  for large batches).
-- **ours (torch solver)**: the same call routed to the batched torch solver that `matching`
-  uses for CUDA tensors (`ops/_assignment_torch.py`: auction start, then shortest augmenting
-  paths in lockstep over the batch), here on the CPU with 1 torch thread (its operations are
-  small; more threads only add overhead on these cores).
-- **scipy loop**: `linear_sum_assignment(x[b], maximize=True)` for each `b`.
-- **lapx lapjvr_batch / lapjvh_batch / lapjvx_batch / lapjvs_batch**: lapx's batch solvers
-  (Jonker-Volgenant: Rust and Rust/C++ completions, and the two C++ ones; `lapjvs` in its
-  default float32 kernel) on the float64 costs `-x`, with as many threads as torch has.
-- **pygmtools hungarian**: `pygmtools.hungarian(x, backend="pytorch")` (scipy per matrix;
-  returns permutation matrices).
-- **torch-linear-assignment**: `batch_linear_assignment(-x)` (on CPU tensors it loops over
-  scipy; its own kernel is for CUDA).
-
-When a GPU is present a second table times the CUDA solvers on a CUDA tensor: ours
-(`matching(x_cuda)`, solved on the device), torch-linear-assignment's CUDA path and the scipy
-loop including the copies to and from the CPU, each ended by `torch.cuda.synchronize()`.
-
-Times are medians of repeated calls (at least 0.3 s of repeats, at most five; one call when the
-first takes longer than 0.3 s).
+Peers are installed by `pip install -e ".[peers]"` (`pygmtools`, `ott-jax`; POT is the
+`bench` extra); a missing one is reported "not installed". `matching` against the
+assignment solvers is the section `peers_matching` (`benchmarks/peers_matching.py`).
 """
 
-import contextlib
-import importlib
 import os
 
 import numpy as np
-import scipy.optimize
 import torch
 
 from benchmarks._common import (
@@ -49,11 +18,8 @@ from benchmarks._common import (
     timed,
     version,
 )
-from benchmarks.matching import with_backend
 from benchmarks.sinkhorn_forward import TOL, plain_loop, pot_solver, run_pot, sweep_budget
-from pyro_permutations.ops import log_sinkhorn, marginal_error, matching
-
-matching_module = importlib.import_module("pyro_permutations.ops.matching")
+from pyro_permutations.ops import log_sinkhorn, marginal_error
 
 SINKHORN_DOC = """Scores `randn(B, N, N) / tau` (float32, one seed per shape), the same for every
 method; the marginal error `max(|P 1 - 1|_inf, |P^T 1 - 1|_inf)` of each method's matrix
@@ -82,245 +48,6 @@ than half that time). A peer stopped at its cap unconverged would have taken lon
 time over ours is a lower bound of its ratio (marked `>`): it decides the target when it is
 at least 5x. Times in seconds, the
 iterations in brackets (sweeps; pygmtools' `max_iter`; OTT-JAX's `n_iters`)."""
-
-FULL = [(1000, 50), (100, 200), (1, 2000)]
-#: lapx's batch solvers timed as peers (``lap.<name>_batch``).
-LAPX_PEERS = ["lapjvr", "lapjvh", "lapjvx", "lapjvs"]
-QUICK = [(5, 8), (2, 20)]
-
-
-def cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-@contextlib.contextmanager
-def torch_threads(threads):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def ours_scipy(x):
-    """``matching`` with its lapx path switched off: every CPU matrix goes to scipy."""
-    return with_backend("scipy", lambda: matching(x))
-
-
-@contextlib.contextmanager
-def torch_solver_on_cpu():
-    """``matching`` routed to the torch solver for CPU tensors too."""
-    before = matching_module.TORCH_SOLVER_DEVICES
-    matching_module.TORCH_SOLVER_DEVICES = before + ("cpu",)
-    try:
-        yield
-    finally:
-        matching_module.TORCH_SOLVER_DEVICES = before
-
-
-def scipy_loop(x):
-    a = x.cpu().numpy()
-    return np.stack([scipy.optimize.linear_sum_assignment(m, maximize=True)[1] for m in a])
-
-
-def ours_torch(x):
-    with torch_threads(1), torch_solver_on_cpu():
-        return matching(x)
-
-
-def peer_solvers():
-    """``{name: solver or None}``: each solver maps the float32 scores ``(B, N, N)`` to
-    permutations ``(B, N)`` (a numpy array or tensor); ``None`` when not installed."""
-    solvers = {}
-    try:
-        import lap
-
-        if not hasattr(lap, "lapjvr_batch"):
-            raise ImportError("lap without the batch solvers of lapx >= 0.11.1")
-    except ImportError:
-        solvers.update(dict.fromkeys(f"lapx {k}_batch" for k in LAPX_PEERS))
-    else:
-
-        def lapx(batch_solver, **options):
-            def solve(x):
-                cost = np.negative(x.numpy(), dtype=np.float64)
-                threads = torch.get_num_threads()
-                rows, cols = batch_solver(cost, return_cost=False, n_threads=threads, **options)
-                return np.concatenate(cols).reshape(x.shape[:2])  # square: rows in order
-
-            return solve
-
-        for name in LAPX_PEERS:
-            options = {"precision": "float64"} if name in ("lapjvr", "lapjvh") else {}
-            solvers[f"lapx {name}_batch"] = lapx(getattr(lap, f"{name}_batch"), **options)
-    try:
-        import pygmtools
-    except ImportError:
-        solvers["pygmtools hungarian"] = None
-    else:
-        solvers["pygmtools hungarian"] = lambda x: pygmtools.hungarian(x, backend="pytorch").argmax(
-            -1
-        )
-    try:
-        from torch_linear_assignment import batch_linear_assignment
-    except ImportError:
-        solvers["torch-linear-assignment"] = None
-    else:
-        solvers["torch-linear-assignment"] = lambda x: batch_linear_assignment(-x)
-    return solvers
-
-
-def as_perm(perm):
-    """A solver's permutations as a CPU long tensor."""
-    return torch.as_tensor(np.asarray(perm.cpu() if torch.is_tensor(perm) else perm)).long()
-
-
-def totals(x, perm):
-    """Per-matrix totals (float64) of the permutations ``perm`` ``(B, N)`` on ``x``."""
-    return x.double().cpu().gather(-1, as_perm(perm).unsqueeze(-1)).squeeze(-1).sum(-1)
-
-
-def is_optimal(x, perm, best):
-    """``perm`` holds permutations reaching the optimal totals ``best``."""
-    is_perm = torch.equal(
-        as_perm(perm).sort(-1).values, torch.arange(x.shape[-1]).expand(x.shape[:2])
-    )
-    return is_perm and bool(torch.allclose(totals(x, perm), best, rtol=1e-9, atol=1e-9))
-
-
-def cpu_table(shapes, log):
-    solvers = {
-        "ours": lambda x: matching(x),
-        "ours (scipy path)": ours_scipy,
-        "ours (torch solver, 1 thread)": ours_torch,
-        "scipy loop": scipy_loop,
-        **peer_solvers(),
-    }
-    names = list(solvers)
-    ours = "ours"
-    peers = [name for name in names if not name.startswith("ours")]
-    rows, targets, per_shape = [], [], []
-    for b, n in shapes:
-        x = torch.randn(b, n, n, generator=torch.Generator().manual_seed(b * n))
-        best = totals(x, scipy_loop(x))
-        times = {}
-        for name, solve in solvers.items():
-            if solve is None:
-                times[name] = None
-                continue
-            if not is_optimal(x, solve(x), best):
-                raise AssertionError(f"{name} is not optimal at B = {b}, N = {n}")
-            times[name] = median_time(lambda solve=solve, x=x: solve(x))
-            log(f"B = {b}, N = {n}, {name}: {times[name]:.4f} s")
-        rows.append(
-            [b, n] + [f"{times[k]:.4g}" if times[k] is not None else "not installed" for k in names]
-        )
-        timed = {k: t for k, t in times.items() if k in peers and t is not None}
-        fastest = min(timed, key=timed.get)
-        ratio = timed[fastest] / times[ours]
-        targets.append(
-            f"- B = {b}, N = {n}: ours {times[ours]:.4g} s, fastest peer {fastest} "
-            f"{timed[fastest]:.4g} s: {ratio:.2f}x "
-            + ("(met)" if ratio >= 1 else f"(MISSED: {1 / ratio:.2f}x slower)")
-        )
-        torch_time = times["ours (torch solver, 1 thread)"]
-        scipy_time = times["ours (scipy path)"]
-        per_shape.append(
-            f"- B = {b}, N = {n}: the default path {scipy_time / times[ours]:.2f}x the scipy "
-            f"path and {torch_time / times[ours]:.1f}x the torch solver on this CPU"
-        )
-    text = table(["B", "N"] + [f"{k} s" for k in names], rows)
-    return text, targets, per_shape
-
-
-def cuda_table(shapes, log):
-    def synced(fn):
-        def run(x):
-            out = fn(x)
-            torch.cuda.synchronize()
-            return out
-
-        return run
-
-    solvers = {
-        "ours (torch solver on CUDA)": synced(matching),
-        "scipy loop (with copies)": synced(lambda x: torch.from_numpy(scipy_loop(x)).to(x.device)),
-    }
-    try:
-        from torch_linear_assignment import batch_linear_assignment
-
-        solvers["torch-linear-assignment (CUDA)"] = synced(lambda x: batch_linear_assignment(-x))
-    except ImportError:
-        solvers["torch-linear-assignment (CUDA)"] = None
-    rows = []
-    for b, n in shapes:
-        x = torch.randn(b, n, n, generator=torch.Generator().manual_seed(b * n)).cuda()
-        best = totals(x, scipy_loop(x))
-        row = [b, n]
-        for name, solve in solvers.items():
-            if solve is None:
-                row.append("not installed")
-                continue
-            if not is_optimal(x, solve(x), best):
-                raise AssertionError(f"{name} is not optimal at B = {b}, N = {n} (CUDA)")
-            t = median_time(lambda solve=solve, x=x: solve(x))
-            log(f"CUDA B = {b}, N = {n}, {name}: {t:.4f} s")
-            row.append(f"{t:.4g}")
-        rows.append(row)
-    return table(["B", "N"] + [f"{k} s" for k in solvers], rows)
-
-
-def run(quick, log=print):
-    shapes = QUICK if quick else FULL
-    versions = ", ".join(
-        f"{pkg} {version(pkg)}" for pkg in ["lapx", "pygmtools", "torch-linear-assignment"]
-    )
-    text, targets, per_shape = cpu_table(shapes, log)
-    lines = [
-        doc_markdown(__doc__),
-        "",
-        f"Peer versions: {versions}; {cores()} cores.",
-        "",
-        "### Matching on the CPU",
-        "",
-        text,
-        "",
-        "**Target**: `matching` at least as fast as the fastest peer at every shape on CPU.",
-        "",
-        *targets,
-        "",
-        "**Which solver where** (why `matching` sends CPU matrices to lapx, and uses the torch "
-        "solver only for CUDA tensors; times over ours):",
-        "",
-        *per_shape,
-    ]
-    if torch.cuda.is_available():
-        lines += [
-            "",
-            f"### Matching on CUDA ({torch.cuda.get_device_name()})",
-            "",
-            cuda_table(shapes, log),
-        ]
-    else:
-        lines += ["", "No GPU here: the CUDA table is not run."]
-    params = SINKHORN_QUICK if quick else SINKHORN_FULL
-    text, targets = sinkhorn_table(params, log)
-    lines += [
-        "",
-        "### Sinkhorn forward to marginal error 1e-3 (CPU, float32)",
-        "",
-        SINKHORN_DOC.format(cap=params["cap"], time_cap=params["time_cap"], ratio_cap=RATIO_CAP),
-        "",
-        text,
-        "",
-        f"**Target**: ours at least {SINKHORN_TARGET:g}x faster than the fastest peer at every "
-        "shape (a peer stopped unconverged at its cap counts with a lower bound of its ratio).",
-        "",
-        *targets,
-    ]
-    return "\n".join(lines)
-
 
 # --- Sinkhorn forward -------------------------------------------------------------------------
 
@@ -483,3 +210,30 @@ def oracle_iterations(run, cap):
         if err <= TOL or k >= cap:
             return median_time(lambda k=k: run(k)), k, err
         k = min(2 * k, cap)
+
+
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def run(quick, log=print):
+    params = SINKHORN_QUICK if quick else SINKHORN_FULL
+    versions = ", ".join(f"{pkg} {version(pkg)}" for pkg in ["POT", "pygmtools", "ott-jax"])
+    text, targets = sinkhorn_table(params, log)
+    lines = [
+        doc_markdown(__doc__),
+        "",
+        f"Peer versions: {versions}; {cores()} cores.",
+        "",
+        "### Sinkhorn forward to marginal error 1e-3 (CPU, float32)",
+        "",
+        SINKHORN_DOC.format(cap=params["cap"], time_cap=params["time_cap"], ratio_cap=RATIO_CAP),
+        "",
+        text,
+        "",
+        f"**Target**: ours at least {SINKHORN_TARGET:g}x faster than the fastest peer at every "
+        "shape (a peer stopped unconverged at its cap counts with a lower bound of its ratio).",
+        "",
+        *targets,
+    ]
+    return "\n".join(lines)

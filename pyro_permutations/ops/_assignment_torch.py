@@ -25,7 +25,7 @@ settles any nearest column, a free one first).
 ``k M`` for the ``k`` rows the auction leaves free (a search settles many columns when the
 duals are nearly optimal), a few thousand for ``N`` in the hundreds. On the CPU, where each
 operation costs microseconds of dispatch, this is far slower than scipy's compiled loop
-(``python -m benchmarks --only peers``), so :func:`~pyro_permutations.ops.matching` uses it
+(``python -m benchmarks --only peers_matching``), so :func:`~pyro_permutations.ops.matching` uses it
 only for CUDA tensors, to keep them on the device.
 
 **Forbidden pairs** are ``+inf`` costs: a search that finds every unvisited column at infinite

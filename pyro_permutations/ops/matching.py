@@ -30,7 +30,7 @@ MAX_COST_EXPONENT = 1000
 #: Scores on these devices are solved there by the batched torch solver of
 #: :mod:`pyro_permutations.ops._assignment_torch` (exact, as scipy's); elsewhere they go to
 #: lapx or scipy on the CPU, which are faster there at every measured shape (``python -m
-#: benchmarks --only peers``).
+#: benchmarks --only peers_matching``).
 TORCH_SOLVER_DEVICES = ("cuda",)
 #: CPU matrices go to lapx's Jonker-Volgenant solver (``lap.lapjvr_batch``, lapx >= 0.11.1,
 #: in float64: exact, as scipy's, and it reports infeasible ``-inf`` patterns) unless their
