@@ -7,6 +7,7 @@ from torch.distributions import constraints
 from pyro_permutations.constraints import permutation
 from pyro_permutations.ops import matching, sample_gumbel
 from pyro_permutations.ops._validation import check_event_shape, check_expand, check_scores
+from pyro_permutations.ops.sinkhorn import check_feasible_scores
 
 __all__ = ["GumbelMatching"]
 
@@ -26,7 +27,8 @@ class GumbelMatching(TorchDistribution):
     closed form, so :meth:`log_prob` raises; estimate the pmf from samples instead.
 
     :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``; ``-inf`` entries are
-        forbidden pairs.
+        forbidden pairs. With ``validate_args`` a mask that no permutation avoids is refused
+        here (``ValueError``), not at the first sample.
 
     Example::
 
@@ -57,6 +59,8 @@ class GumbelMatching(TorchDistribution):
         super().__init__(log_alpha.shape[:-2], torch.Size((n,)), validate_args=False)
         if validate_args is not None:
             self._validate_args = validate_args
+        if self._validate_args:  # an infeasible mask of -inf pairs is reported here
+            check_feasible_scores(log_alpha)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GumbelMatching, _instance)

@@ -16,7 +16,7 @@ from pyro_permutations.ops._validation import (
     check_scores,
     check_temperature,
 )
-from pyro_permutations.ops.sinkhorn import _check_options
+from pyro_permutations.ops.sinkhorn import _check_options, check_feasible_scores
 
 __all__ = [
     "GumbelSinkhorn",
@@ -83,7 +83,8 @@ class GumbelSinkhorn(TorchDistribution):
 
     :param torch.Tensor log_alpha: scores ``X`` of shape ``(..., N, N)``; ``-inf`` entries
         are forbidden pairs (they stay ``-inf`` in ``Z``, are zero in ``P`` and add nothing to
-        the density; see above).
+        the density; see above). With ``validate_args`` a mask that no permutation avoids is
+        refused here (``ValueError``), not at the first sample.
     :param temperature: ``tau``, positive and finite, a float or a tensor broadcastable to the
         batch shape; it takes ``log_alpha``'s dtype and device.
     :param float tol: Sinkhorn's marginal-error tolerance, ``> 0`` (see :func:`log_sinkhorn`).
@@ -147,6 +148,8 @@ class GumbelSinkhorn(TorchDistribution):
         super().__init__(batch_shape, event_shape, validate_args=False)
         if validate_args is not None:
             self._validate_args = validate_args
+        if self._validate_args:  # an infeasible mask of -inf pairs is reported here
+            check_feasible_scores(log_alpha)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(GumbelSinkhorn, _instance)

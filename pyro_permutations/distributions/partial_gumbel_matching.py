@@ -8,6 +8,7 @@ from pyro_permutations.constraints import PartialPermutation
 from pyro_permutations.ops import matching, sample_gumbel
 from pyro_permutations.ops._validation import check_event_shape, check_expand, check_scores
 from pyro_permutations.ops.matching import check_unmatched
+from pyro_permutations.ops.sinkhorn import check_feasible_scores
 
 __all__ = ["PartialGumbelMatching"]
 
@@ -28,6 +29,8 @@ class PartialGumbelMatching(TorchDistribution):
     :class:`GumbelMatching` the pmf has no closed form, so :meth:`log_prob` raises.
 
     :param torch.Tensor log_alpha: scores ``X`` ``(..., N, M)``; ``-inf`` entries forbidden.
+        Without unmatched scores every item of the smaller side must be matched, so with
+        ``validate_args`` a mask that leaves no such matching is refused here (``ValueError``).
     :param unmatched_rows: scores ``(..., N)`` of leaving each row unmatched (a number for all),
         finite; give both or neither.
     :param unmatched_cols: scores ``(..., M)`` of leaving each column unmatched.
@@ -62,6 +65,8 @@ class PartialGumbelMatching(TorchDistribution):
         super().__init__(batch_shape, torch.Size((n,)), validate_args=False)
         if validate_args is not None:
             self._validate_args = validate_args
+        if self._validate_args:  # an infeasible mask of -inf pairs is reported here
+            check_feasible_scores(log_alpha, has_unmatched=unmatched is not None)
 
     @property
     def support(self):

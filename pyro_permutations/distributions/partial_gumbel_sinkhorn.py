@@ -17,7 +17,7 @@ from pyro_permutations.ops._validation import (
     check_temperature,
 )
 from pyro_permutations.ops.matching import check_unmatched
-from pyro_permutations.ops.sinkhorn import _check_options
+from pyro_permutations.ops.sinkhorn import _check_options, check_feasible_scores
 
 __all__ = ["PartialGumbelSinkhorn", "partial_perturbed_scores"]
 
@@ -72,6 +72,8 @@ class PartialGumbelSinkhorn(TorchDistribution):
     KL, an upper bound on the KL between the matrices' laws) is closed form.
 
     :param torch.Tensor log_alpha: scores ``X`` ``(..., N, M)``; ``-inf`` entries forbidden.
+        Without unmatched scores every item of the smaller side must be matched, so with
+        ``validate_args`` a mask that leaves no such matching is refused here (``ValueError``).
     :param temperature: ``tau``, positive and finite (a float or a tensor broadcastable to the
         batch shape).
     :param unmatched_rows: scores ``u`` ``(..., N)`` of leaving each row unmatched (a number
@@ -151,6 +153,8 @@ class PartialGumbelSinkhorn(TorchDistribution):
         super().__init__(batch_shape, torch.Size((n, m)), validate_args=False)
         if validate_args is not None:
             self._validate_args = validate_args
+        if self._validate_args:  # an infeasible mask of -inf pairs is reported here
+            check_feasible_scores(log_alpha, has_unmatched=unmatched is not None)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(PartialGumbelSinkhorn, _instance)

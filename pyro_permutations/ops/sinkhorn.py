@@ -229,8 +229,9 @@ def _check_partial_feasible(x):
     x = x.detach()[open_]
     if torch.isneginf(x).all(-1).any():
         raise ValueError(
-            "log_alpha has a row (of its smaller side) that is entirely -inf, so that row "
-            "cannot be matched; allow at least one pair in it, or give unmatched scores"
+            "log_alpha has an item of its smaller side (a row, or a column where there are "
+            "more rows than columns) whose pairs are all -inf, so it cannot be matched; allow "
+            "at least one pair for it, or give unmatched scores"
         )
     try:
         perms = matching(x)
@@ -240,6 +241,26 @@ def _check_partial_feasible(x):
             "(forbidden) entries; allow more pairs, or give unmatched scores"
         ) from e
     _remember(x, perms.unique(dim=0)[:FEASIBLE_CACHE])
+
+
+def check_feasible_scores(log_alpha, has_unmatched=False):
+    """Raise ``ValueError`` unless the forbidden (``-inf``) pairs of ``log_alpha`` ``(..., N,
+    M)`` leave a matching that :func:`log_sinkhorn` and :func:`matching` can reach: a
+    permutation avoiding them (square), or a matching of every item of the smaller side
+    (rectangular). With unmatched scores (``has_unmatched``) every item may go unmatched, so
+    any pattern is feasible. Scores without ``-inf`` cost one host read; a fixed mask costs
+    one assignment solve, remembered (as in :func:`log_sinkhorn`'s own check). Distributions
+    call it at construction when their ``validate_args`` is on, so that an infeasible mask is
+    reported where it is given, not at the first sample.
+    """
+    if has_unmatched or log_alpha.numel() == 0 or not bool(torch.isneginf(log_alpha).any()):
+        return
+    n, m = log_alpha.shape[-2:]
+    if n == m:
+        _check_feasible(log_alpha)
+        return
+    x = log_alpha.detach().reshape((-1, n, m))
+    _check_partial_feasible(x.transpose(-1, -2) if n > m else x)
 
 
 def _augmented(x, unmatched):

@@ -14,6 +14,8 @@ from pyro_permutations.distributions import (
     GumbelSinkhorn,
     GumbelSinkhornStraightThrough,
     Mallows,
+    PartialGumbelMatching,
+    PartialGumbelSinkhorn,
     RoundingBirkhoff,
     RoundingPrior,
     RoundingSimplex,
@@ -192,3 +194,61 @@ def test_stick_breaking_keeps_the_density_of_its_own_sample_that_rounds_to_a_ver
     assert ((x == 0) | (x == 1)).all()  # rounded to a vertex in float32
     assert torch.isfinite(d.log_prob(x))  # through the cache: the exact Psi
     assert d.log_prob(x.clone()) == -math.inf
+
+
+# A mask of forbidden pairs that no matching avoids was accepted at construction and failed only
+# at the first sample; with validate_args it is now refused where it is given.
+def _blocked(shape, where):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3))
+    if where == "row":
+        x[..., 0, :] = -math.inf
+    elif where == "column":
+        x[..., :, 0] = -math.inf
+    else:  # every row and column keeps a pair, yet rows 0 and 1 both have only column 0
+        x[..., :2, 1:] = -math.inf
+    return x
+
+
+MASKED = {
+    "GumbelSinkhorn": (lambda x, **kw: GumbelSinkhorn(x, 0.5, **kw), (2, 3, 3)),
+    "GumbelMatching": (lambda x, **kw: GumbelMatching(x, **kw), (2, 3, 3)),
+    "PartialGumbelSinkhorn": (lambda x, **kw: PartialGumbelSinkhorn(x, 0.5, **kw), (2, 3, 4)),
+    "PartialGumbelMatching": (lambda x, **kw: PartialGumbelMatching(x, **kw), (2, 3, 4)),
+    "PartialGumbelSinkhorn, N > M": (
+        lambda x, **kw: PartialGumbelSinkhorn(x.transpose(-1, -2), 0.5, **kw),
+        (2, 3, 4),
+    ),
+}
+
+
+@pytest.mark.parametrize("make, shape", MASKED.values(), ids=MASKED.keys())
+@pytest.mark.parametrize("where", ["row", "pair"])
+def test_an_infeasible_mask_is_refused_at_construction_with_validate_args(make, shape, where):
+    x = _blocked(shape, where)
+    with pytest.raises(
+        ValueError, match="log_alpha: no (permutation|matching)|pairs are all -inf|entirely -inf"
+    ):
+        make(x, validate_args=True)
+    make(x, validate_args=False)  # validate_args=False skips the check, as Pyro's does
+
+
+@pytest.mark.parametrize("make, shape", MASKED.values(), ids=MASKED.keys())
+def test_a_feasible_mask_is_accepted_and_sampled_inside_it(make, shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    x[..., 0, 1:] = -math.inf  # row 0 has column 0 only
+    d = make(x, validate_args=True)
+    sample = d.sample((5,))
+    if sample.dim() == 4:  # relaxed matrices: no mass on a forbidden pair
+        forbidden = torch.isneginf(d.log_alpha)
+        assert float(sample.masked_select(forbidden.expand_as(sample)).abs().max()) == 0.0
+    else:  # hard matchings (N <= M here): row 0 goes to column 0, its only allowed pair
+        assert bool((sample[..., 0] == 0).all())
+
+
+def test_unmatched_scores_make_any_mask_feasible():
+    x = torch.full((3, 4), -math.inf)
+    u, v = torch.zeros(3), torch.zeros(4)
+    p = PartialGumbelSinkhorn(x, 0.5, unmatched_rows=u, unmatched_cols=v, validate_args=True)
+    assert float(p.rsample().abs().max()) == 0.0
+    m = PartialGumbelMatching(x, unmatched_rows=u, unmatched_cols=v, validate_args=True)
+    assert bool((m.sample() == -1).all())
