@@ -247,3 +247,30 @@ def test_unknown_method_in_run_method(tiny):
     with pytest.raises(ValueError, match="unknown method"):
         E.run_method("sorting", None, 1.0, 0)
     pyro.clear_param_store()
+
+
+def test_device_cuda_is_refused_where_torch_has_no_cuda(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--device", "cuda"])
+    assert "no CUDA device is available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_every_method_runs_on_cuda_on_the_data_sets_of_the_cpu(tmp_path):
+    """``--device cuda``: every method fits on the GPU, on the data sets a CPU run simulates
+    (same candidates and regression start), and MAP on five worms still finds most labels."""
+    config = dict(R.REDUCED, n=20, seeds=1, budget=0.5)
+    config.update(tolerances=[0.01], known_fractions=[0.0], known_tolerances=[0.01])
+    cpu = R.run(config, tmp_path / "cpu", progress=False)
+    gpu = R.run(config, tmp_path / "cuda", progress=False, device="cuda")
+    assert cpu.records.keys() == gpu.records.keys() and len(gpu.records) > 0
+    methods = {r["method"] for r in gpu.records.values()}
+    assert methods == set(config["methods"])
+    for key, r in gpu.records.items():
+        assert r["device"].startswith("cuda")
+        assert r["candidates"] == cpu.records[key]["candidates"]
+        assert abs(r["start_accuracy"] - cpu.records[key]["start_accuracy"]) <= 0.1
+        assert 0 <= r["accuracy"] <= 1 and r["trace"]
+    best = [r for r in gpu.records.values() if r["method"] == "map" and r["worms"] == 5]
+    assert best and best[0]["accuracy"] >= 0.8
