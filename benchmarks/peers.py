@@ -43,10 +43,10 @@ maximum over the batch reported; "not reached" when above 1e-3 at the method's c
 
 Caps: at most {cap} sweeps (iterations) and about {time_cap:g} s per baseline solve, or
 {ratio_cap:g} times our time where that is longer (the budget cut to what fits at the rate
-of a short first run; OTT-JAX's cap then doubled while it stops there unconverged in less
-than half that time). A peer stopped at its cap unconverged would have taken longer, so its
-time over ours is a lower bound of its ratio (marked `>`): it decides the target when it is
-at least 5x. Times in seconds, the
+of a short first run; OTT-JAX's cap then grown, doubled or to what the time cap allows at
+its last run's rate, while it stops there unconverged in less than 90% of that time). A peer
+stopped at its cap unconverged would have taken longer, so its time over ours is a lower bound
+of its ratio (marked `>`): it decides the target when it is at least 5x. Times in seconds, the
 iterations in brackets (sweeps; pygmtools' `max_iter`; OTT-JAX's `n_iters`)."""
 
 # --- Sinkhorn forward -------------------------------------------------------------------------
@@ -161,8 +161,9 @@ def sinkhorn_table(params, log):
                 # Its threshold bounds its own error (L1, one marginal): tightened by 10x
                 # until the error measured here is within the tolerance. Its iteration cap
                 # starts at what the time cap allows at the rate of a short first run (which
-                # overstates the rate) and doubles while it stops there unconverged in less
-                # than half the time cap.
+                # overstates the rate) and grows while it stops there unconverged in less than
+                # 90% of the time cap: doubled, or cut to what the time cap allows at the rate
+                # of the last run, so that a peer capped unconverged ran close to the time cap.
                 _, probe = make(x, 20)
                 rate = median_time(probe, min_total=0.1) / 20
                 start = max(20, min(params["cap"], int(time_cap / rate) // 10 * 10))
@@ -173,9 +174,10 @@ def sinkhorn_table(params, log):
                         (log_p, iters), t = timed(solve)
                         err = log_error(log_p)
                         capped = iters >= cap and err > TOL
-                        if not capped or t > time_cap / 2 or cap >= params["cap"]:
+                        if not capped or t > 0.9 * time_cap or cap >= params["cap"]:
                             break
-                        cap = min(2 * cap, params["cap"])
+                        grow = min(2.0, 0.95 * time_cap / t)
+                        cap = min(params["cap"], max(cap + 10, int(cap * grow) // 10 * 10))
                     if err <= TOL or capped:
                         break
                 t = t if t > 0.3 else median_time(solve)  # one call decides a long solve
