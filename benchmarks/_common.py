@@ -56,9 +56,13 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def cores():
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def machine_lines():
     """Markdown bullet lines: CPU, cores, OS and the versions of everything measured."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = ", ".join(
         f"{name} {version(pkg)}"
         for name, pkg in [
@@ -71,7 +75,7 @@ def machine_lines():
         ]
     )
     return [
-        f"- Machine: {cpu_model()}, {cores} cores ({platform.system()} {platform.release()}, "
+        f"- Machine: {cpu_model()}, {cores()} cores ({platform.system()} {platform.release()}, "
         f"{platform.machine()})",
         f"- Python {platform.python_version()}; {versions}",
         f"- torch threads: {torch.get_num_threads()}; float32 unless stated",

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import (
+    cores,
     doc_markdown,
     fastest_peer_verdict,
     median_time,
@@ -212,10 +213,6 @@ def oracle_iterations(run, cap):
         if err <= TOL or k >= cap:
             return median_time(lambda k=k: run(k)), k, err
         k = min(2 * k, cap)
-
-
-def cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def run(quick, log=print):

@@ -40,14 +40,13 @@ instances, and the target is decided on it. The ratios of single instances are l
 
 import contextlib
 import importlib
-import os
 import statistics
 
 import numpy as np
 import scipy.optimize
 import torch
 
-from benchmarks._common import doc_markdown, median_time, table, version
+from benchmarks._common import cores, doc_markdown, median_time, table, version
 from benchmarks.matching import with_backend
 from pyro_permutations.ops import matching
 
@@ -60,10 +59,6 @@ INSTANCES = 5
 QUICK_INSTANCES = 2
 #: lapx's batch solvers timed as peers (``lap.<name>_batch``).
 LAPX_PEERS = ["lapjvr", "lapjvh", "lapjvx", "lapjvs"]
-
-
-def cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 @contextlib.contextmanager
